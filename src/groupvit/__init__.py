@@ -1,0 +1,1 @@
+"""GroupViT as a Hugging Face Transformers model integration."""
