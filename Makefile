@@ -21,9 +21,9 @@ demo: venv
 test: venv
 	$(BIN)/pip install -q -e ".[dev]"
 	$(BIN)/python -m pytest -q -n 2 --durations=10
-	$(BIN)/ruff check src tests scripts benchmarks
-	$(BIN)/ruff format --check src tests scripts benchmarks
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 lint:
-	$(BIN)/ruff check src tests scripts benchmarks
-	$(BIN)/ruff format --check src tests scripts benchmarks
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
