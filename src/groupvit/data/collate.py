@@ -1,0 +1,91 @@
+"""Batching for pretraining: stack images, tokenize captions, and build the multi-label noun prompts."""
+
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import get_worker_info
+
+from .nouns import SIMPLE_TEMPLATES, NounExtractor, get_noun_extractor, sample_prompted_nouns
+
+
+class ImageTextCollator:
+    """Turn stream items into a model batch.
+
+    For the paper's multi-label loss, each caption also yields `num_prompt_nouns` prompts: nouns sampled from the
+    caption without replacement, each put into a template, padded with copies of the caption when it has fewer
+    nouns (what the original code does; see `groupvit.data.nouns.sample_prompted_nouns`).
+
+    Args:
+        tokenizer: CLIP tokenizer.
+        num_prompt_nouns: K; 0 disables the prompts.
+        noun_extractor: Extractor instance or registered name.
+        templates: Prompt templates with one `{}`.
+        max_length: Token budget of captions and prompts.
+        seed: Base seed of the noun sampling (combined with the worker id and a call counter).
+
+    Returns (from `__call__`):
+        `pixel_values (B, 3, H, W)`, `input_ids`/`attention_mask (B, L)`, and with K > 0 `prompt_input_ids`/
+        `prompt_attention_mask (B, K, L')`; `skipped` maps a skip reason to the count of samples skipped before
+        this batch's samples.
+    """
+
+    def __init__(
+        self,
+        tokenizer: Any,
+        num_prompt_nouns: int = 0,
+        noun_extractor: NounExtractor | str = "vocabulary",
+        templates: Sequence[str] = SIMPLE_TEMPLATES,
+        max_length: int = 77,
+        seed: int = 0,
+    ) -> None:
+        if num_prompt_nouns < 0:
+            raise ValueError(f"num_prompt_nouns must be >= 0, got {num_prompt_nouns}")
+        self.tokenizer = tokenizer
+        self.num_prompt_nouns = num_prompt_nouns
+        self.noun_extractor = (
+            get_noun_extractor(noun_extractor) if isinstance(noun_extractor, str) else noun_extractor
+        )
+        self.templates = list(templates)
+        self.max_length = max_length
+        self.seed = seed
+        self._calls = 0
+
+    def _tokenize(self, texts: list[str]) -> dict[str, torch.Tensor]:
+        return self.tokenizer(
+            texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
+        ).data
+
+    def __call__(self, items: list[dict[str, Any]]) -> dict[str, Any]:
+        if not items:
+            raise ValueError("ImageTextCollator got an empty list of samples")
+        captions = [item["caption"] for item in items]
+        tokens = self._tokenize(captions)
+        batch: dict[str, Any] = {
+            "pixel_values": torch.stack([item["pixel_values"] for item in items]),
+            "input_ids": tokens["input_ids"],
+            "attention_mask": tokens["attention_mask"],
+        }
+        if self.num_prompt_nouns > 0:
+            info = get_worker_info()
+            rng = np.random.default_rng([self.seed, info.id if info else 0, self._calls])
+            self._calls += 1
+            prompts = [
+                text
+                for caption in captions
+                for text in sample_prompted_nouns(
+                    caption, self.num_prompt_nouns, self.noun_extractor, rng, self.templates
+                )
+            ]
+            prompt_tokens = self._tokenize(prompts)
+            # (B * K, L') -> (B, K, L')
+            shape = (len(items), self.num_prompt_nouns, -1)
+            batch["prompt_input_ids"] = prompt_tokens["input_ids"].reshape(shape)
+            batch["prompt_attention_mask"] = prompt_tokens["attention_mask"].reshape(shape)
+        skipped: Counter[str] = Counter()
+        for item in items:
+            skipped.update(item.get("skipped", {}))
+        batch["skipped"] = dict(skipped)
+        return batch

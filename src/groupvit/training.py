@@ -1,0 +1,683 @@
+"""Pretraining library: the run configuration, builders, atomic checkpoints and the Accelerate training loop.
+
+`groupvit.train` (and `scripts/pretrain.py`) parse the command line and call `train(config)`. The same code runs on
+one CPU process, several CPU processes (gloo) and one or many GPUs under `accelerate launch`.
+
+Decisions, where the paper and the original code leave room:
+- Learning rates are given for a global batch of 4096 and scaled linearly to the actual global batch when
+  `scale_lr` is set (the original's rule); the schedule is linear warmup then cosine decay to `min_learning_rate`
+  (transformers' `cosine_with_min_lr`), stepped once per optimizer step. Warmup starts from 0, not 4e-6.
+- Weight decay follows the original exactly: off for 1-D parameters and biases, on for everything else, including
+  the 0-d logit scales, the position embedding and the group tokens.
+- BatchNorm in the projection heads becomes SyncBatchNorm on multi-GPU runs (as in the original); on CPU (gloo) it
+  stays per-process BatchNorm.
+"""
+
+import dataclasses
+import json
+import logging
+import os
+import re
+import shutil
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from torch.utils.data import DataLoader
+
+from .configuration_groupvit import GroupViTConfig, available_presets
+from .data.collate import ImageTextCollator
+from .data.nouns import get_noun_extractor, get_templates
+from .data.streams import (
+    ImageTextStream,
+    hf_dataset_source,
+    load_hf_dataset,
+    synthetic_source,
+    webdataset_source,
+)
+from .data.transforms import transform_from_processor
+from .modeling_groupvit import GroupViTModel, chain_groupings
+from .processing_groupvit import GroupViTProcessor
+
+logger = logging.getLogger(__name__)
+
+REFERENCE_BATCH_SIZE = 4096
+CHECKPOINT_PATTERN = re.compile(r"^checkpoint-(\d+)$")
+TRAINER_STATE = "trainer_state.json"
+
+
+@dataclass
+class DataArguments:
+    """Where the image-caption pairs come from and how they are augmented.
+
+    Args:
+        source: `"synthetic"`, `"webdataset"` or `"hf"` (a `datasets` dataset).
+        train_shards: Webdataset shard pattern(s), brace-expandable (`"data/shard-{000000..000099}.tar"`).
+        dataset: `datasets` source: a Hub id, a `save_to_disk` folder, an imagefolder directory, or parquet/arrow.
+        split: Split of `dataset`.
+        streaming: Stream `dataset` instead of loading it.
+        image_column: Image column of `dataset`.
+        text_column: Caption column of `dataset`.
+        synthetic_preset: Preset of `groupvit.data.synthetic` for `source="synthetic"`.
+        synthetic_num_samples: Size of the synthetic training split.
+        synthetic_seed: Base seed of the synthetic dataset.
+        synthetic_image_size: Side of the generated images.
+        image_size: Training crop size fed to the model.
+        crop_scale: Area range of the random resized crop (paper: 0.08-1.0).
+        hflip: Horizontal flip probability.
+        color_jitter: Colour jitter strength.
+        resampled: Draw webdataset shards with replacement (multi-node).
+        shuffle_buffer_size: Sample shuffle buffer (paper: 10000).
+        num_workers: DataLoader workers per process.
+        num_prompt_nouns: K nouns per caption for the multi-label loss (paper: 3; 0 turns the loss off).
+        noun_extractor: Name of a registered noun extractor.
+        prompt_templates: Template set name for the noun prompts (`simple`, `imagenet_subset`, ...).
+    """
+
+    source: Literal["synthetic", "webdataset", "hf"] = "synthetic"
+    train_shards: str | list[str] | None = None
+    dataset: str | None = None
+    split: str = "train"
+    streaming: bool = False
+    image_column: str = "image"
+    text_column: str = "text"
+    synthetic_preset: str = "objects"
+    synthetic_num_samples: int = 20000
+    synthetic_seed: int = 0
+    synthetic_image_size: int = 64
+    image_size: int = 224
+    crop_scale: tuple[float, float] = (0.08, 1.0)
+    hflip: float = 0.5
+    color_jitter: float = 0.4
+    resampled: bool = False
+    shuffle_buffer_size: int = 10000
+    num_workers: int = 2
+    num_prompt_nouns: int = 3
+    noun_extractor: str = "vocabulary"
+    prompt_templates: str = "simple"
+
+
+@dataclass
+class TrainingConfig:
+    """A pretraining run. Defaults are the paper's GroupViT-S recipe (per-device batch 256, 16 GPUs).
+
+    Args:
+        output_dir: Where checkpoints, logs and the final model go.
+        model_preset: A `groupvit.available_presets()` name.
+        model_overrides: Config fields to override (`{"vision_config": {"depths": [...]}}`).
+        init_from: Start from a pretrained directory or Hub id instead of random weights.
+        data: `DataArguments`.
+        per_device_train_batch_size: Batch per process and micro-step.
+        gradient_accumulation_steps: Micro-steps per optimizer step.
+        max_steps: Optimizer steps of the whole run.
+        learning_rate: Peak learning rate (for a global batch of 4096 when `scale_lr`).
+        min_learning_rate: Final learning rate of the cosine (same scaling).
+        scale_lr: Scale both rates by global_batch / 4096.
+        warmup_steps: Linear warmup steps (None: 2/30 of `max_steps`, the paper's 2 of 30 epochs).
+        weight_decay: AdamW weight decay.
+        adam_beta1: AdamW beta1.
+        adam_beta2: AdamW beta2.
+        adam_epsilon: AdamW epsilon.
+        max_grad_norm: Gradient clipping norm (paper: 5.0).
+        mixed_precision: `"no"`, `"bf16"` or `"fp16"`.
+        gradient_checkpointing: Recompute activations in the backward pass.
+        torch_compile: Compile the model with `torch.compile`.
+        multi_label_target: `"instance"` (paper) or `"semantic"` targets of the multi-label loss.
+        seed: Seed of the model init, data order and augmentation.
+        logging_steps: Log every N optimizer steps.
+        checkpointing_steps: Save an Accelerate state every N steps (0: never).
+        checkpoints_total_limit: Keep at most this many checkpoints.
+        resume_from_checkpoint: `"latest"`, a checkpoint directory, or None.
+        eval_steps: Zero-shot validation every N steps (synthetic data only; 0: never).
+        eval_num_samples: Validation images per evaluation.
+        report_to: Tracker names for Accelerate (`"tensorboard"`, `"wandb"`, `"all"`, `"none"`).
+        push_to_hub: Upload the final model with `huggingface_hub`.
+        hub_model_id: Target repo id.
+        hub_revision: Target branch.
+        hub_private: Create the repo as private.
+    """
+
+    output_dir: str = "runs/groupvit"
+    model_preset: str = "groupvit-s"
+    model_overrides: dict[str, Any] = field(default_factory=dict)
+    init_from: str | None = None
+    data: DataArguments = field(default_factory=DataArguments)
+    per_device_train_batch_size: int = 256
+    gradient_accumulation_steps: int = 1
+    max_steps: int = 30 * 6998
+    learning_rate: float = 1.6e-3
+    min_learning_rate: float = 4e-5
+    scale_lr: bool = True
+    warmup_steps: int | None = None
+    weight_decay: float = 0.05
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.999
+    adam_epsilon: float = 1e-8
+    max_grad_norm: float = 5.0
+    mixed_precision: Literal["no", "bf16", "fp16"] = "no"
+    gradient_checkpointing: bool = False
+    torch_compile: bool = False
+    multi_label_target: Literal["instance", "semantic"] = "instance"
+    seed: int = 0
+    logging_steps: int = 10
+    checkpointing_steps: int = 1000
+    checkpoints_total_limit: int | None = 3
+    resume_from_checkpoint: str | None = None
+    eval_steps: int = 0
+    eval_num_samples: int = 256
+    report_to: str = "tensorboard"
+    push_to_hub: bool = False
+    hub_model_id: str | None = None
+    hub_revision: str | None = None
+    hub_private: bool = False
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "TrainingConfig":
+        """Build from a nested dict (a YAML/JSON file), rejecting unknown keys by name."""
+        values = dict(values)
+        data = values.pop("data", {}) or {}
+        _check_keys(cls, values, "")
+        _check_keys(DataArguments, data, "data.")
+        if "crop_scale" in data:
+            data["crop_scale"] = tuple(data["crop_scale"])
+        return cls(**values, data=DataArguments(**data))
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _check_keys(cls: type, values: dict[str, Any], prefix: str) -> None:
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ValueError(f"Unknown training config key(s) {[prefix + k for k in unknown]}; known: {sorted(known)}")
+
+
+def load_training_config(path: str | None, overrides: dict[str, Any] | None = None) -> TrainingConfig:
+    """Read a YAML or JSON run file and apply dotted overrides (`{"data.num_workers": 0}`)."""
+    values: dict[str, Any] = {}
+    if path is not None:
+        text = Path(path).read_text()
+        if path.endswith((".yaml", ".yml")):
+            import yaml
+
+            values = yaml.safe_load(text) or {}
+        else:
+            values = json.loads(text)
+        if not isinstance(values, dict):
+            raise ValueError(f"{path} must hold a mapping of config keys, got {type(values).__name__}")
+    for dotted, value in (overrides or {}).items():
+        target = values
+        *parents, leaf = dotted.split(".")
+        for parent in parents:
+            target = target.setdefault(parent, {})
+        target[leaf] = value
+    return TrainingConfig.from_dict(values)
+
+
+def validate_config(config: TrainingConfig, num_processes: int = 1) -> None:
+    """Fail at start, with the offending field, on settings that would fail later."""
+    if config.model_preset not in available_presets():
+        raise ValueError(f"Unknown model_preset {config.model_preset!r}; available: {available_presets()}")
+    positive = ("per_device_train_batch_size", "gradient_accumulation_steps", "max_steps", "learning_rate")
+    for name in positive:
+        if getattr(config, name) <= 0:
+            raise ValueError(f"{name} must be positive, got {getattr(config, name)}")
+    if config.mixed_precision not in ("no", "bf16", "fp16"):
+        raise ValueError(f"mixed_precision must be 'no', 'bf16' or 'fp16', got {config.mixed_precision!r}")
+    data = config.data
+    if data.source == "webdataset":
+        if not data.train_shards:
+            raise ValueError("data.source='webdataset' needs data.train_shards")
+        patterns = [data.train_shards] if isinstance(data.train_shards, str) else data.train_shards
+        import webdataset as wds
+
+        local = [
+            u for p in patterns for u in wds.shardlists.expand_urls(p) if "://" not in u and not u.startswith("pipe:")
+        ]
+        missing = [u for u in local if not os.path.exists(u)]
+        if missing:
+            raise ValueError(f"data.train_shards: {len(missing)} shard(s) do not exist, e.g. {missing[0]!r}")
+    elif data.source == "hf":
+        if not data.dataset:
+            raise ValueError("data.source='hf' needs data.dataset (a Hub id or a local path)")
+        looks_local = data.dataset.startswith((".", "/")) or data.dataset.endswith((".parquet", ".arrow"))
+        if looks_local and not os.path.exists(data.dataset):
+            raise ValueError(f"data.dataset path does not exist: {data.dataset!r}")
+    elif data.source != "synthetic":
+        raise ValueError(f"data.source must be 'synthetic', 'webdataset' or 'hf', got {data.source!r}")
+    if data.num_prompt_nouns < 0:
+        raise ValueError(f"data.num_prompt_nouns must be >= 0, got {data.num_prompt_nouns}")
+    get_noun_extractor(data.noun_extractor)
+    get_templates(data.prompt_templates)
+    if config.push_to_hub and not config.hub_model_id:
+        raise ValueError("push_to_hub needs hub_model_id")
+    if config.per_device_train_batch_size * num_processes < 2:
+        raise ValueError("The contrastive loss needs a global batch of at least 2 image-caption pairs")
+
+
+def global_batch_size(config: TrainingConfig, num_processes: int) -> int:
+    return config.per_device_train_batch_size * config.gradient_accumulation_steps * num_processes
+
+
+def build_model(config: TrainingConfig) -> GroupViTModel:
+    """A fresh model from the preset (or the pretrained weights of `init_from`) with the run's loss settings."""
+    if config.init_from:
+        return GroupViTModel.from_pretrained(config.init_from)
+    overrides = dict(config.model_overrides)
+    if config.data.num_prompt_nouns == 0:
+        overrides.setdefault("multi_label_loss_weight", 0.0)
+    return GroupViTModel(GroupViTConfig.from_preset(config.model_preset, **overrides))
+
+
+def build_train_stream(config: TrainingConfig, processor: GroupViTProcessor) -> tuple[ImageTextStream, Any]:
+    """The training stream and its collator."""
+    data = config.data
+    if data.source == "synthetic":
+        from .data.synthetic import make_split
+
+        split = make_split(
+            data.synthetic_preset, "train", data.synthetic_num_samples, data.synthetic_image_size, data.synthetic_seed
+        )
+        source = synthetic_source(split)
+    elif data.source == "webdataset":
+        source = webdataset_source(data.train_shards, resampled=data.resampled)
+    else:
+        dataset = load_hf_dataset(data.dataset, split=data.split, streaming=data.streaming)
+        source = hf_dataset_source(dataset, data.image_column, data.text_column)
+    transform = transform_from_processor(
+        processor, data.image_size, scale=tuple(data.crop_scale), hflip=data.hflip, color_jitter=data.color_jitter
+    )
+    stream = ImageTextStream(source, transform, seed=config.seed, shuffle_buffer_size=data.shuffle_buffer_size)
+    collator = ImageTextCollator(
+        processor.tokenizer,
+        num_prompt_nouns=data.num_prompt_nouns,
+        noun_extractor=data.noun_extractor,
+        templates=get_templates(data.prompt_templates),
+        seed=config.seed,
+    )
+    return stream, collator
+
+
+def parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """AdamW groups as in the original: no decay for 1-D parameters and biases."""
+    decay, no_decay = [], []
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        (no_decay if param.ndim == 1 or name.endswith(".bias") else decay).append(param)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def count_used_groups(groupings: tuple[torch.Tensor, ...]) -> list[float]:
+    """Mean number of groups per image that receive at least one patch, after each grouping stage."""
+    used = []
+    for stage in range(len(groupings)):
+        # (batch, groups, patches): argmax over groups of the chained assignment
+        chained = chain_groupings(groupings[: stage + 1])
+        winners = chained.argmax(dim=1)
+        counts = torch.zeros(chained.shape[:2], device=chained.device).scatter_(1, winners, 1.0)
+        used.append(counts.sum(dim=1).mean().item())
+    return used
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Checkpoints
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def list_checkpoints(output_dir: str | Path) -> list[Path]:
+    """Complete checkpoints, oldest first (temporary directories of interrupted saves are ignored)."""
+    root = Path(output_dir)
+    if not root.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in root.iterdir() if (m := CHECKPOINT_PATTERN.match(p.name)) and p.is_dir()]
+    return [p for _, p in sorted(found) if (p / TRAINER_STATE).exists()]
+
+
+def resolve_checkpoint(output_dir: str | Path, resume_from_checkpoint: str | None) -> Path | None:
+    """`"latest"` -> the newest complete checkpoint (None if there is none yet); a path -> itself, checked."""
+    if not resume_from_checkpoint:
+        return None
+    if resume_from_checkpoint == "latest":
+        checkpoints = list_checkpoints(output_dir)
+        return checkpoints[-1] if checkpoints else None
+    path = Path(resume_from_checkpoint)
+    if not (path / TRAINER_STATE).exists():
+        raise ValueError(f"resume_from_checkpoint={resume_from_checkpoint!r} is not a complete checkpoint directory")
+    return path
+
+
+def save_checkpoint(accelerator: Any, output_dir: str | Path, state: dict[str, Any], total_limit: int | None) -> Path:
+    """Save the Accelerate state atomically: write into a temporary directory, then rename it into place.
+
+    A run killed mid-save leaves only a `.tmp-checkpoint-*` directory, which `list_checkpoints` ignores and the next
+    save removes. Every process must call this (each writes its RNG state).
+    """
+    root = Path(output_dir)
+    final = root / f"checkpoint-{state['step']}"
+    tmp = root / f".tmp-checkpoint-{state['step']}"
+    if accelerator.is_main_process and tmp.exists():
+        shutil.rmtree(tmp)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(tmp), safe_serialization=True)
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        (tmp / TRAINER_STATE).write_text(json.dumps(state, indent=2))
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+        if total_limit:
+            for old in list_checkpoints(root)[:-total_limit]:
+                shutil.rmtree(old)
+    accelerator.wait_for_everyone()
+    return final
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Validation
+# --------------------------------------------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def zero_shot_classification(
+    model: GroupViTModel, processor: GroupViTProcessor, samples: list[Any], class_names: list[str], device: Any
+) -> float:
+    """Share of images whose top-scoring class prompt names a class present in the image."""
+    was_training = model.training
+    model.eval()
+    prompts = [f"a photo of a {name}." for name in class_names]
+    text = processor(text=prompts, return_tensors="pt", padding=True).to(device)
+    text_embeds = torch.nn.functional.normalize(model.get_text_features(**text).pooler_output, dim=-1)
+    hits = 0
+    for start in range(0, len(samples), 64):
+        chunk = samples[start : start + 64]
+        pixel_values = processor(images=[s.image for s in chunk], return_tensors="pt")["pixel_values"].to(device)
+        image_embeds = torch.nn.functional.normalize(model.get_image_features(pixel_values).pooler_output, dim=-1)
+        best = (image_embeds @ text_embeds.t()).argmax(dim=-1).tolist()
+        hits += sum(class_names[b] in s.classes for b, s in zip(best, chunk, strict=True))
+    model.train(was_training)
+    return hits / max(1, len(samples))
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# The loop
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def _batches(loader: DataLoader, stream: ImageTextStream, epoch: int, skip: int):
+    """Yield `(epoch, index_in_epoch, batch)` forever, starting `skip` batches into `epoch`.
+
+    Skipped batches are loaded and dropped: the stream is deterministic, so this restores the exact data position.
+    """
+    while True:
+        stream.set_epoch(epoch)
+        count = 0
+        for batch in loader:
+            count += 1
+            if count > skip:
+                yield epoch, count - 1, batch
+        if count == 0:
+            raise RuntimeError(f"The training stream yielded no batch in epoch {epoch}: too few valid samples")
+        if count < skip:
+            raise RuntimeError(f"Epoch {epoch} has {count} batches, fewer than the {skip} to skip on resume")
+        skip = 0
+        epoch += 1
+
+
+def train(config: TrainingConfig) -> dict[str, Any]:
+    """Run (or resume) pretraining and write the final model to `config.output_dir`.
+
+    Returns:
+        Summary: final step, last logged losses, samples/s, skipped-sample counts, validation accuracy.
+    """
+    from accelerate import Accelerator
+    from accelerate.utils import ProjectConfiguration, set_seed
+    from tqdm.auto import tqdm
+    from transformers import get_scheduler
+
+    trackers = _available_trackers(config.report_to)
+    # Accelerate only sets up multi-process CPU (gloo) training when asked for the CPU explicitly; do that for a
+    # multi-process launch on a machine without CUDA, so `torchrun`/`accelerate launch --multi_gpu` work there too
+    multi_cpu = not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1
+    accelerator = Accelerator(
+        cpu=multi_cpu,
+        mixed_precision=config.mixed_precision,
+        gradient_accumulation_steps=config.gradient_accumulation_steps,
+        log_with=trackers or None,
+        project_config=ProjectConfiguration(project_dir=config.output_dir, logging_dir=f"{config.output_dir}/logs"),
+    )
+    validate_config(config, accelerator.num_processes)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    set_seed(config.seed)
+    Path(config.output_dir).mkdir(parents=True, exist_ok=True)
+
+    processor = GroupViTProcessor.from_bundled(image_size=config.data.image_size)
+    model = build_model(config)
+    if config.gradient_checkpointing:
+        model.gradient_checkpointing_enable()
+    if accelerator.num_processes > 1 and accelerator.device.type == "cuda":
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+
+    batch = global_batch_size(config, accelerator.num_processes)
+    factor = batch / REFERENCE_BATCH_SIZE if config.scale_lr else 1.0
+    optimizer = torch.optim.AdamW(
+        parameter_groups(model, config.weight_decay),
+        lr=config.learning_rate * factor,
+        betas=(config.adam_beta1, config.adam_beta2),
+        eps=config.adam_epsilon,
+        fused=accelerator.device.type == "cuda",
+    )
+    warmup = config.warmup_steps if config.warmup_steps is not None else round(config.max_steps * 2 / 30)
+    scheduler = get_scheduler(
+        "cosine_with_min_lr",
+        optimizer,
+        num_warmup_steps=warmup,
+        num_training_steps=config.max_steps,
+        scheduler_specific_kwargs={"min_lr": config.min_learning_rate * factor},
+    )
+    stream, collator = build_train_stream(config, processor)
+    loader = DataLoader(
+        stream,
+        batch_size=config.per_device_train_batch_size,
+        collate_fn=collator,
+        num_workers=config.data.num_workers,
+        drop_last=True,
+        # its own generator: creating an iterator must not consume the global RNG that the checkpoint restores
+        generator=torch.Generator().manual_seed(config.seed),
+    )
+    # the loader shards itself over processes, so it is not passed to `prepare`; the scheduler is stepped by us
+    # once per optimizer step and saved through `register_for_checkpointing`
+    model, optimizer = accelerator.prepare(model, optimizer)
+    accelerator.register_for_checkpointing(scheduler)
+    if config.torch_compile:
+        model = torch.compile(model)
+
+    state = {"step": 0, "epoch": 0, "batches_in_epoch": 0, "samples_seen": 0, "skipped": {}}
+    checkpoint = resolve_checkpoint(config.output_dir, config.resume_from_checkpoint)
+    if checkpoint is not None:
+        accelerator.load_state(str(checkpoint))
+        state = json.loads((checkpoint / TRAINER_STATE).read_text())
+        logger.info("Resumed from %s at step %d", checkpoint, state["step"])
+    if trackers:
+        accelerator.init_trackers("groupvit", config=_flat_config(config))
+
+    validation = _validation_samples(config) if config.eval_steps and accelerator.is_main_process else None
+    skipped: Counter[str] = Counter(state["skipped"])
+    summary: dict[str, Any] = {}
+    progress = tqdm(
+        total=config.max_steps, initial=state["step"], disable=not accelerator.is_local_main_process, desc="train"
+    )
+    batches = _batches(loader, stream, state["epoch"], state["batches_in_epoch"])
+    model.train()
+    window_start, window_samples = time.perf_counter(), 0
+    while state["step"] < config.max_steps:
+        epoch, index, batch = next(batches)
+        skipped.update(batch.pop("skipped"))
+        batch = {k: v.to(accelerator.device, non_blocking=True) for k, v in batch.items()}
+        log_now = (state["step"] + 1) % config.logging_steps == 0 and accelerator.sync_gradients
+        with accelerator.accumulate(model):
+            with accelerator.autocast():
+                outputs = model(**batch, return_loss=True, output_attentions=log_now)
+            accelerator.backward(outputs.loss)
+            if accelerator.sync_gradients and config.max_grad_norm:
+                accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+        state.update(epoch=epoch, batches_in_epoch=index + 1)
+        window_samples += batch["pixel_values"].shape[0] * accelerator.num_processes
+        if not accelerator.sync_gradients:
+            continue
+        scheduler.step()
+        state["step"] += 1
+        state["samples_seen"] += batch["pixel_values"].shape[0] * accelerator.num_processes
+        progress.update(1)
+
+        if state["step"] % config.logging_steps == 0:
+            elapsed = time.perf_counter() - window_start
+            logs = _step_logs(accelerator, model, outputs, scheduler, skipped, window_samples / elapsed)
+            if outputs.vision_model_output.attentions:
+                for i, used in enumerate(count_used_groups(outputs.vision_model_output.attentions)):
+                    logs[f"groups_used/stage{i + 1}"] = used
+            accelerator.log(logs, step=state["step"])
+            progress.set_postfix(loss=f"{logs['loss']:.3f}", samples_s=f"{logs['samples_per_second']:.1f}")
+            summary.update(logs)
+            summary.setdefault("first_loss", logs["loss"])
+            window_start, window_samples = time.perf_counter(), 0
+        if validation is not None and state["step"] % config.eval_steps == 0:
+            samples, names = validation
+            accuracy = zero_shot_classification(
+                accelerator.unwrap_model(model), processor, samples, names, accelerator.device
+            )
+            accelerator.log({"eval/zero_shot_accuracy": accuracy}, step=state["step"])
+            summary["eval/zero_shot_accuracy"] = accuracy
+        if config.checkpointing_steps and state["step"] % config.checkpointing_steps == 0:
+            state["skipped"] = dict(skipped)
+            save_checkpoint(accelerator, config.output_dir, state, config.checkpoints_total_limit)
+    progress.close()
+
+    total_skipped = _gather_counts(accelerator, skipped)
+    summary.update(step=state["step"], samples_seen=state["samples_seen"], skipped=total_skipped)
+    if sum(total_skipped.values()):
+        logger.warning("Skipped %d bad samples: %s", sum(total_skipped.values()), total_skipped)
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        _save_final(accelerator.unwrap_model(model), processor, config, summary)
+    accelerator.wait_for_everyone()
+    accelerator.end_training()
+    return summary
+
+
+def _step_logs(
+    accelerator: Any, model: Any, outputs: Any, scheduler: Any, skipped: Counter, samples_per_second: float
+) -> dict[str, float]:
+    losses = {"loss": outputs.loss, "loss/itc": outputs.itc_loss}
+    if outputs.multi_label_loss is not None:
+        losses["loss/multi_label"] = outputs.multi_label_loss
+    # mean over processes; one collective per logging step
+    values = accelerator.reduce(torch.stack([v.detach().float() for v in losses.values()]), reduction="mean")
+    logs = {k: v.item() for k, v in zip(losses, values, strict=True)}
+    model = accelerator.unwrap_model(model)
+    logs.update(
+        lr=scheduler.get_last_lr()[0],
+        samples_per_second=samples_per_second,
+        logit_scale=model.scaled(model.logit_scale).item(),
+        skipped_samples=float(sum(skipped.values())),
+    )
+    return logs
+
+
+def _gather_counts(accelerator: Any, counts: Counter) -> dict[str, int]:
+    from accelerate.utils import gather_object
+
+    merged: Counter[str] = Counter()
+    for part in gather_object([dict(counts)]):
+        merged.update(part)
+    return dict(merged)
+
+
+def _validation_samples(config: TrainingConfig) -> tuple[list[Any], list[str]] | None:
+    if config.data.source != "synthetic":
+        logger.info("eval_steps is set but the data is not synthetic: no built-in validation set, skipping")
+        return None
+    from .data.synthetic import get_spec, make_split
+
+    data = config.data
+    split = make_split(
+        data.synthetic_preset, "validation", config.eval_num_samples, data.synthetic_image_size, data.synthetic_seed
+    )
+    return list(split), list(get_spec(data.synthetic_preset).class_names)
+
+
+def _available_trackers(report_to: str) -> list[str]:
+    if report_to in ("none", "", None):
+        return []
+    wanted = ["tensorboard", "wandb"] if report_to == "all" else [t.strip() for t in report_to.split(",")]
+    available = []
+    for name in wanted:
+        module = {"tensorboard": "tensorboard", "wandb": "wandb"}.get(name, name)
+        try:
+            __import__(module)
+            available.append(name)
+        except ImportError:
+            logger.warning("Tracker %r requested but %r is not installed; not logging to it", name, module)
+    return available
+
+
+def _flat_config(config: TrainingConfig) -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+
+    def walk(prefix: str, value: Any) -> None:
+        if isinstance(value, dict):
+            for k, v in value.items():
+                walk(f"{prefix}{k}.", v)
+        else:
+            flat[prefix[:-1]] = value if isinstance(value, int | float | str | bool) else str(value)
+
+    walk("", config.to_dict())
+    return flat
+
+
+def _save_final(model: GroupViTModel, processor: GroupViTProcessor, config: TrainingConfig, summary: dict) -> None:
+    """save_pretrained (safetensors) + processor + run summary + model card, then the optional Hub upload."""
+    from .hub import push_folder_to_hub
+    from .model_card import render_model_card
+
+    output = Path(config.output_dir)
+    model.save_pretrained(output, safe_serialization=True)
+    processor.save_pretrained(output)
+    (output / "training_config.json").write_text(json.dumps(config.to_dict(), indent=2))
+    (output / "train_summary.json").write_text(json.dumps(summary, indent=2, default=float))
+    results_path = output / "results.json"
+    results = json.loads(results_path.read_text()) if results_path.exists() else None
+    card = render_model_card(
+        model.config, results=results, training_args=config.to_dict(), repo_id=config.hub_model_id
+    )
+    card.save(output / "README.md")
+    if config.push_to_hub:
+        push_folder_to_hub(
+            output,
+            config.hub_model_id,
+            revision=config.hub_revision,
+            private=config.hub_private,
+            commit_message=f"GroupViT pretrained for {summary.get('step')} steps",
+        )
+
+
+__all__ = [
+    "DataArguments",
+    "TrainingConfig",
+    "build_model",
+    "build_train_stream",
+    "count_used_groups",
+    "list_checkpoints",
+    "load_training_config",
+    "parameter_groups",
+    "resolve_checkpoint",
+    "save_checkpoint",
+    "train",
+    "validate_config",
+]

@@ -1,0 +1,188 @@
+"""Training streams: webdataset shards and `datasets` sources, sharding, determinism, bad samples skipped and counted."""
+
+import io
+import random
+import tarfile
+from collections import Counter
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader
+
+from groupvit.data.collate import ImageTextCollator
+from groupvit.data.streams import (
+    ImageTextStream,
+    StreamPosition,
+    decode_caption,
+    hf_dataset_source,
+    indexed_source,
+    load_hf_dataset,
+    synthetic_source,
+    webdataset_source,
+)
+from groupvit.data.synthetic import make_split, save_imagefolder, write_webdataset_shards
+from groupvit.data.transforms import TrainTransform
+from groupvit.processing_groupvit import bundled_tokenizer
+
+TRANSFORM = TrainTransform(32, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), scale=(0.5, 1.0))
+
+
+def _png(color=(200, 10, 10)) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (40, 30), color).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    tar.addfile(info, io.BytesIO(data))
+
+
+@pytest.fixture()
+def shards(tmp_path):
+    """Two good synthetic shards (12 samples), a shard with 3 bad samples among 2 good ones, and a truncated shard."""
+    good = write_webdataset_shards(make_split("objects", "train", 12, 32), tmp_path / "good", samples_per_shard=6)
+    bad = tmp_path / "bad" / "shard-000000.tar"
+    bad.parent.mkdir()
+    with tarfile.open(bad, "w") as tar:
+        _add(tar, "a.png", _png())
+        _add(tar, "a.txt", b"a red thing")
+        _add(tar, "b.jpg", b"this is not a jpeg")  # undecodable image
+        _add(tar, "b.txt", b"a broken image")
+        _add(tar, "c.png", _png())
+        _add(tar, "c.txt", b"   ")  # empty caption
+        _add(tar, "d.png", _png())
+        _add(tar, "d.json", b'{"caption": 42}')  # caption that is not text
+        _add(tar, "e.png", _png((0, 0, 250)))
+        _add(tar, "e.json", b'{"caption": "a blue thing"}')
+    truncated = tmp_path / "bad" / "shard-000001.tar"
+    data = good[0].read_bytes()
+    truncated.write_bytes(data[: len(data) // 2 + 100])
+    return tmp_path, good
+
+
+def _collect(stream, num_workers=0, batch_size=1):
+    loader = DataLoader(stream, batch_size=batch_size, num_workers=num_workers, collate_fn=lambda items: items)
+    return [item for batch in loader for item in batch]
+
+
+def test_webdataset_stream_reads_every_sample_once(shards):
+    root, _ = shards
+    items = _collect(ImageTextStream(webdataset_source(str(root / "good" / "shard-{000000..000001}.tar")), TRANSFORM))
+    captions = sorted(item["caption"] for item in items)
+    expected = sorted(sample.caption for sample in make_split("objects", "train", 12, 32))
+    assert captions == expected
+    assert items[0]["pixel_values"].shape == (3, 32, 32)
+    assert sum(sum(item["skipped"].values()) for item in items) == 0
+
+
+def test_bad_samples_and_truncated_shards_are_skipped_and_counted(shards):
+    root, _ = shards
+    stream = ImageTextStream(webdataset_source(str(root / "bad" / "shard-{000000..000001}.tar")), TRANSFORM)
+    items = _collect(stream)
+    captions = {item["caption"] for item in items}
+    assert {"a red thing", "a blue thing"} <= captions
+    skipped = Counter()
+    for item in items:
+        skipped.update(item["skipped"])
+    assert skipped["bad_image"] == 1 and skipped["empty_caption"] == 1 and skipped["bad_caption"] == 1
+    assert skipped["corrupt_shard"] >= 1  # the truncated tar ends the shard early, counted, not raised
+    # the good samples before the truncation point of the second shard still came through
+    assert len(items) >= 3
+
+
+def test_collator_reports_skips_with_the_batch(shards):
+    root, _ = shards
+    # no shuffling: the three bad samples lie between the two good ones, so all are reported with the batch
+    stream = ImageTextStream(
+        webdataset_source(str(root / "bad" / "shard-000000.tar")), TRANSFORM, shuffle_buffer_size=0
+    )
+    collator = ImageTextCollator(bundled_tokenizer(), num_prompt_nouns=2, seed=0)
+    batches = list(DataLoader(stream, batch_size=2, collate_fn=collator))
+    assert batches[0]["pixel_values"].shape == (2, 3, 32, 32)
+    assert batches[0]["prompt_input_ids"].shape[:2] == (2, 2)
+    assert sum(sum(batch["skipped"].values()) for batch in batches) == 3
+
+
+def test_streams_split_between_ranks_and_workers_without_overlap():
+    split = make_split("objects", "train", 40, 32)
+    source = indexed_source(len(split), lambda i: (i, f"caption {i}"))
+    seen = []
+    for rank in range(2):
+        for worker in range(3):
+            position = StreamPosition(seed=0, epoch=1, rank=rank, world=2, worker=worker, num_workers=3)
+            seen += [caption for _, caption in source(position, random.Random(0))]
+    assert sorted(seen) == sorted(f"caption {i}" for i in range(40))
+    # a new epoch reorders
+    first = [c for _, c in source(StreamPosition(0, 1, 0, 1, 0, 1), random.Random(0))]
+    second = [c for _, c in source(StreamPosition(0, 2, 0, 1, 0, 1), random.Random(0))]
+    assert sorted(first) == sorted(second) and first != second
+
+
+def test_webdataset_shards_split_between_workers(shards):
+    root, _ = shards
+    stream = ImageTextStream(webdataset_source(str(root / "good" / "shard-{000000..000001}.tar")), TRANSFORM)
+    items = _collect(stream, num_workers=2)
+    assert len(items) == 12
+    assert sorted(item["caption"] for item in items) == sorted(
+        s.caption for s in make_split("objects", "train", 12, 32)
+    )
+
+
+def test_stream_is_deterministic_per_seed_and_epoch():
+    split = make_split("objects", "train", 16, 32)
+
+    def run(seed, epoch):
+        stream = ImageTextStream(synthetic_source(split), TRANSFORM, seed=seed, shuffle_buffer_size=4)
+        stream.set_epoch(epoch)
+        items = _collect(stream)
+        return [i["caption"] for i in items], torch.stack([i["pixel_values"] for i in items])
+
+    a, pa = run(0, 0)
+    b, pb = run(0, 0)
+    c, _ = run(0, 1)
+    assert a == b and torch.equal(pa, pb) and a != c
+
+
+def test_hf_imagefolder_source_skips_corrupt_files(tmp_path):
+    folder = tmp_path / "folder"
+    save_imagefolder(make_split("objects", "train", 6, 32), folder)
+    images = sorted((folder / "images").iterdir())
+    images[0].write_bytes(b"corrupt")
+    dataset = load_hf_dataset(str(folder))
+    assert {"image", "text"} <= set(dataset.column_names)
+    items = _collect(ImageTextStream(hf_dataset_source(dataset), TRANSFORM))
+    assert len(items) == 5
+    assert sum(sum(i["skipped"].values()) for i in items) == 1
+    with pytest.raises(ValueError, match="no column"):
+        hf_dataset_source(dataset, text_column="caption")
+
+
+def test_hf_streaming_source(tmp_path):
+    folder = tmp_path / "folder"
+    save_imagefolder(make_split("objects", "train", 6, 32), folder)
+    dataset = load_hf_dataset(str(folder), streaming=True)
+    items = _collect(ImageTextStream(hf_dataset_source(dataset), TRANSFORM))
+    assert len(items) == 6
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [(b"a cat", "a cat"), ({"caption": " a dog "}, "a dog"), ({"text": "a cow"}, "a cow"), ("x", "x")],
+)
+def test_decode_caption(value, expected):
+    assert decode_caption(value) == expected
+
+
+def test_transform_crops_flips_and_normalises():
+    image = Image.fromarray(np.tile(np.arange(64, dtype=np.uint8)[None, :, None], (64, 1, 3)) * 4)
+    plain = TrainTransform(
+        64, mean=(0, 0, 0), std=(1, 1, 1), scale=(1.0, 1.0), ratio=(1.0, 1.0), hflip=0, color_jitter=0
+    )
+    out = plain(image, random.Random(0))
+    torch.testing.assert_close(out[0, 0, :8], torch.arange(8) * 4 / 255.0, atol=0.02, rtol=0)
+    flipped = TrainTransform(64, (0, 0, 0), (1, 1, 1), scale=(1.0, 1.0), ratio=(1.0, 1.0), hflip=1.0, color_jitter=0)
+    torch.testing.assert_close(flipped(image, random.Random(0)), out.flip(-1))

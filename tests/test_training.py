@@ -1,0 +1,186 @@
+"""Pretraining: config validation, optimizer groups, atomic checkpoints, kill -9 + resume, 2 processes, push."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import groupvit
+from groupvit import training
+from groupvit.train import main as pretrain_main
+from groupvit.training import TrainingConfig, list_checkpoints, load_training_config, parameter_groups, validate_config
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY_RUN = str(ROOT / "configs" / "tiny-synthetic.yaml")
+
+
+def _args(output_dir, *extra):
+    return [
+        "--config",
+        TINY_RUN,
+        "--output_dir",
+        str(output_dir),
+        "--report_to",
+        "none",
+        "--eval_steps",
+        "0",
+        "--set",
+        "data.synthetic_num_samples=2000",
+        *extra,
+    ]
+
+
+def test_config_file_and_overrides(tmp_path):
+    config = load_training_config(TINY_RUN, {"data.num_workers": 3, "max_steps": 7})
+    assert config.model_preset == "groupvit-tiny" and config.max_steps == 7 and config.data.num_workers == 3
+    assert config.data.crop_scale == (0.6, 1.0)
+    paper = load_training_config(str(ROOT / "configs" / "groupvit-s-gcc-yfcc.yaml"))
+    assert paper.learning_rate == 1.6e-3 and paper.per_device_train_batch_size * 16 == 4096
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"model_preset": "groupvit-xl"}, "Unknown model_preset 'groupvit-xl'"),
+        ({"data.source": "webdataset", "data.train_shards": "/nowhere/shard-{0..3}.tar"}, "do not exist"),
+        ({"data.source": "hf", "data.dataset": "./missing-folder"}, "does not exist"),
+        ({"data.source": "webdataset"}, "needs data.train_shards"),
+        ({"max_steps": 0}, "max_steps must be positive"),
+        ({"data.noun_extractor": "spacy-large"}, "spacy-large"),
+        ({"push_to_hub": True}, "needs hub_model_id"),
+        ({"per_device_train_batch_size": 1}, "global batch of at least 2"),
+    ],
+)
+def test_bad_config_fails_at_start(overrides, message):
+    with pytest.raises(ValueError, match=message):
+        validate_config(load_training_config(TINY_RUN, overrides))
+
+
+def test_unknown_keys_are_named():
+    with pytest.raises(ValueError, match=r"data\.image_colum"):
+        TrainingConfig.from_dict({"data": {"image_colum": "img"}})
+    assert pretrain_main(["--config", TINY_RUN, "--set", "learning_rat=1"]) == 2
+
+
+def test_parameter_groups_follow_the_original():
+    model = groupvit.GroupViTModel(groupvit.GroupViTConfig.from_preset("groupvit-tiny"))
+    decay, no_decay = parameter_groups(model, 0.05)
+    names = {id(p): n for n, p in model.named_parameters()}
+    decayed = {names[id(p)] for p in decay["params"]}
+    assert "logit_scale" in decayed  # 0-d: decayed, as in the original
+    assert "vision_model.embeddings.position_embeddings" in decayed
+    assert all(not n.endswith(".bias") for n in decayed)
+    assert "vision_model.layernorm.weight" in {names[id(p)] for p in no_decay["params"]}
+    assert len(decay["params"]) + len(no_decay["params"]) == len(list(model.parameters()))
+
+
+def test_interrupted_checkpoint_is_ignored(tmp_path):
+    (tmp_path / ".tmp-checkpoint-30").mkdir()
+    (tmp_path / "checkpoint-20").mkdir()
+    (tmp_path / "checkpoint-20" / "trainer_state.json").write_text("{}")
+    (tmp_path / "checkpoint-25").mkdir()  # no trainer state: not complete
+    assert list_checkpoints(tmp_path) == [tmp_path / "checkpoint-20"]
+    assert training.resolve_checkpoint(tmp_path, "latest") == tmp_path / "checkpoint-20"
+    with pytest.raises(ValueError, match="not a complete checkpoint"):
+        training.resolve_checkpoint(tmp_path, str(tmp_path / "checkpoint-25"))
+
+
+def _run_script(args, **kwargs):
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen(
+        [sys.executable, str(ROOT / "scripts" / "pretrain.py"), *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        **kwargs,
+    )
+
+
+@pytest.mark.slow
+def test_kill_and_resume_reaches_the_same_weights(tmp_path):
+    steps = ["--max_steps", "40", "--checkpointing_steps", "10", "--logging_steps", "10"]
+    reference = _run_script(_args(tmp_path / "reference", *steps))
+    assert reference.wait(timeout=300) == 0, reference.stdout.read()[-3000:]
+
+    killed = _run_script(_args(tmp_path / "resumed", *steps))
+    deadline = time.time() + 300
+    while not (tmp_path / "resumed" / "checkpoint-20").exists():
+        assert killed.poll() is None and time.time() < deadline, "run ended before checkpoint-20"
+        time.sleep(0.02)
+    killed.send_signal(signal.SIGKILL)
+    killed.wait()
+    assert not (tmp_path / "resumed" / "model.safetensors").exists()
+
+    resumed = _run_script(_args(tmp_path / "resumed", *steps, "--resume_from_checkpoint", "latest"))
+    output = resumed.communicate(timeout=300)[0]
+    assert resumed.returncode == 0, output[-3000:]
+    assert "Resumed from" in output
+    summary = json.loads((tmp_path / "resumed" / "train_summary.json").read_text())
+    assert summary["step"] == 40 and summary["samples_seen"] == 40 * 32
+    ours = load_file(tmp_path / "resumed" / "model.safetensors")
+    ref = load_file(tmp_path / "reference" / "model.safetensors")
+    for name, tensor in ref.items():
+        torch.testing.assert_close(ours[name], tensor, atol=1e-6, rtol=1e-5, msg=name)
+
+
+@pytest.mark.slow
+def test_one_process_run_trains_and_saves_a_loadable_model(tmp_path):
+    assert (
+        pretrain_main(_args(tmp_path, "--max_steps", "60", "--logging_steps", "10", "--checkpointing_steps", "0")) == 0
+    )
+    summary = json.loads((tmp_path / "train_summary.json").read_text())
+    assert summary["loss"] < summary["first_loss"] - 0.5
+    assert {"groups_used/stage1", "groups_used/stage2", "samples_per_second"} <= set(summary)
+    model = groupvit.GroupViTModel.from_pretrained(tmp_path)
+    assert isinstance(model, groupvit.GroupViTModel)
+    assert groupvit.GroupViTProcessor.from_pretrained(tmp_path).image_processor.crop_size["height"] == 32
+    card = (tmp_path / "README.md").read_text()
+    assert "zero-shot-image-segmentation" in card
+    assert sorted(p.name for p in tmp_path.glob("*.bin")) == []
+
+
+@pytest.mark.slow
+def test_two_cpu_processes_train(tmp_path):
+    """`torchrun --nproc_per_node 2` on CPU: gloo, the loss gathered across both processes."""
+    args = _args(
+        tmp_path,
+        "--max_steps",
+        "30",
+        "--logging_steps",
+        "10",
+        "--per_device_train_batch_size",
+        "16",
+        "--checkpointing_steps",
+        "30",
+    )
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533"]
+    result = subprocess.run(
+        [*command, str(ROOT / "scripts" / "pretrain.py"), *args], env=env, capture_output=True, text=True, timeout=600
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads((tmp_path / "train_summary.json").read_text())
+    assert summary["samples_seen"] == 30 * 16 * 2
+    assert summary["loss"] < summary["first_loss"]
+    states = sorted(p.name for p in (tmp_path / "checkpoint-30").glob("random_states_*"))
+    assert states == ["random_states_0.pkl", "random_states_1.pkl"]
+
+
+def test_push_to_hub_uploads_the_final_folder(tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr(
+        "groupvit.hub.push_folder_to_hub", lambda folder, repo_id, **kw: calls.append((folder, repo_id, kw))
+    )
+    args = _args(tmp_path, "--max_steps", "2", "--logging_steps", "1", "--checkpointing_steps", "0")
+    assert pretrain_main([*args, "--push_to_hub", "--hub_model_id", "me/tiny", "--hub_revision", "v1"]) == 0
+    ((folder, repo_id, kwargs),) = calls
+    assert Path(folder) == tmp_path and repo_id == "me/tiny" and kwargs["revision"] == "v1"
+    assert (tmp_path / "model.safetensors").exists() and (tmp_path / "README.md").exists()
