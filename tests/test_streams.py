@@ -1,4 +1,4 @@
-"""Training streams: webdataset shards and `datasets` sources, sharding, determinism, bad samples skipped and counted."""
+"""Training streams: webdataset shards and `datasets` sources, sharding, determinism, bad samples counted."""
 
 import io
 import random

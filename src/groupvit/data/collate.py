@@ -45,9 +45,7 @@ class ImageTextCollator:
             raise ValueError(f"num_prompt_nouns must be >= 0, got {num_prompt_nouns}")
         self.tokenizer = tokenizer
         self.num_prompt_nouns = num_prompt_nouns
-        self.noun_extractor = (
-            get_noun_extractor(noun_extractor) if isinstance(noun_extractor, str) else noun_extractor
-        )
+        self.noun_extractor = get_noun_extractor(noun_extractor) if isinstance(noun_extractor, str) else noun_extractor
         self.templates = list(templates)
         self.max_length = max_length
         self.seed = seed

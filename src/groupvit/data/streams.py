@@ -272,7 +272,6 @@ def hf_dataset_source(dataset: Any, image_column: str = "image", text_column: st
     if isinstance(dataset, datasets.IterableDataset):
         from datasets.distributed import split_dataset_by_node
 
-
         def source(position: StreamPosition, rng: random.Random) -> Iterator[Any]:
             shard = split_dataset_by_node(dataset, rank=position.rank, world_size=position.world)
             shard = shard.shuffle(seed=position.seed + position.epoch, buffer_size=1000)
