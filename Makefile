@@ -20,7 +20,7 @@ demo: venv
 
 test: venv
 	$(BIN)/pip install -q -e ".[dev]"
-	$(BIN)/python -m pytest -q -n 2 --durations=10
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -n 2 --durations=15
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 

@@ -1,10 +1,16 @@
 """Shared fixtures: a tiny GroupViT with every parameter randomised, and transformers' built-in twin."""
 
+import os
+
 import pytest
 import torch
 import transformers
 
 import groupvit
+
+if "PYTEST_XDIST_WORKER" in os.environ:
+    # one intra-op thread per xdist worker: with -n 2 on 2 cores, more threads only oversubscribe
+    torch.set_num_threads(1)
 
 TINY = "groupvit-tiny"
 

@@ -14,6 +14,7 @@ from .modeling_groupvit import (
     GroupViTTextModel,
     GroupViTVisionModel,
 )
+from .pipeline_zero_shot_segmentation import ZeroShotImageSegmentationPipeline  # noqa: F401  (registers the task)
 from .processing_groupvit import GroupViTProcessor
 
 register_auto_classes()

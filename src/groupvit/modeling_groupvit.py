@@ -487,7 +487,9 @@ class GroupViTVisionEncoder(nn.Module):
 
     def __init__(self, config: GroupViTVisionConfig) -> None:
         super().__init__()
-        rates = torch.linspace(0, config.drop_path_rate, sum(config.depths)).tolist()
+        total = sum(config.depths)
+        # linear from 0 to drop_path_rate over all layers (plain floats: no tensor, so meta-device init works)
+        rates = [config.drop_path_rate * i / max(1, total - 1) for i in range(total)]
         stages, start = [], 0
         for i, depth in enumerate(config.depths):
             stages.append(

@@ -1,0 +1,262 @@
+"""The `groupvit` command: `groupvit SUBCOMMAND [ARGS...]`.
+
+Every subcommand is a `main(argv: list[str] | None) -> int` function, found through :data:`SUBCOMMANDS` (name ->
+module, function, one-line help) and imported only when it runs, so a module that is missing or broken affects its
+own subcommand and nothing else. Add one with an entry in :data:`SUBCOMMANDS` or :func:`register_subcommand`.
+
+This module implements `segment`:
+
+    groupvit segment cat.jpg street.png --labels "cat,dog,grass" --model nvidia/groupvit-gcc-yfcc \\
+        --output out/ --background-threshold 0.9
+
+writes `<stem>_overlay.png` (colours over the image, with a legend) and `<stem>_mask_<label>.png` (mode "L",
+255 = label) per image, and prints each label's pixel share.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import re
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlparse
+
+__all__ = ["SUBCOMMANDS", "Subcommand", "main", "register_subcommand", "segment_main"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Subcommand:
+    """Where a subcommand lives: `module.function(argv) -> int`, imported lazily."""
+
+    module: str
+    function: str
+    help: str
+
+
+SUBCOMMANDS: dict[str, Subcommand] = {
+    "segment": Subcommand("groupvit.cli", "segment_main", "zero-shot segmentation of images into given labels"),
+    # hooks for the other entry points; each module defines the function named here
+    "demo": Subcommand("groupvit.demo", "main", "end-to-end demo on synthetic data"),
+    "pretrain": Subcommand("groupvit.train", "main", "pretrain GroupViT on image-caption pairs (Accelerate)"),
+    "evaluate": Subcommand("groupvit.evaluation", "main", "zero-shot segmentation mIoU on a dataset protocol"),
+    "push": Subcommand("groupvit.hub", "push_main", "push a saved model folder to the Hugging Face Hub"),
+}
+
+
+def register_subcommand(name: str, module: str, function: str, help: str, overwrite: bool = False) -> None:
+    """Add `groupvit NAME`, run as `module.function(argv)`."""
+    if name in SUBCOMMANDS and not overwrite:
+        raise ValueError(f"subcommand {name!r} already exists; pass overwrite=True to replace it")
+    SUBCOMMANDS[name] = Subcommand(module, function, help)
+
+
+def _top_level_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="groupvit",
+        description="GroupViT (Semantic Segmentation Emerges from Text Supervision) as a Transformers model.",
+        epilog="Run `groupvit SUBCOMMAND --help` for the options of a subcommand.",
+    )
+    subparsers = parser.add_subparsers(dest="subcommand", metavar="SUBCOMMAND", title="subcommands")
+    for name, command in SUBCOMMANDS.items():
+        subparsers.add_parser(name, help=command.help, add_help=False)
+    return parser
+
+
+def _resolve(name: str) -> Callable[[list[str]], int]:
+    command = SUBCOMMANDS[name]
+    try:
+        module = importlib.import_module(command.module)
+    except ModuleNotFoundError as error:
+        if error.name is not None and command.module.startswith(error.name):
+            raise RuntimeError(
+                f"`groupvit {name}` is not available: module {command.module} is not installed"
+            ) from error
+        raise
+    function = getattr(module, command.function, None)
+    if function is None:
+        raise RuntimeError(f"`groupvit {name}` is not available: {command.module} has no {command.function}()")
+    return function
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `groupvit` console script.
+
+    Args:
+        argv: The arguments after `groupvit`; default `sys.argv[1:]`.
+
+    Returns:
+        The subcommand's exit status (2 for an unknown or unavailable subcommand).
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = _top_level_parser()
+    if not argv or argv[0] in ("-h", "--help"):
+        parser.print_help()
+        return 0 if argv else 2
+    if argv[0] == "--version":
+        from . import __version__
+
+        print(f"groupvit {__version__}")
+        return 0
+    name, rest = argv[0], argv[1:]
+    if name not in SUBCOMMANDS:
+        parser.print_usage(sys.stderr)
+        print(f"groupvit: error: unknown subcommand {name!r} (choose from {', '.join(SUBCOMMANDS)})", file=sys.stderr)
+        return 2
+    try:
+        function = _resolve(name)
+    except RuntimeError as error:
+        print(f"groupvit: error: {error}", file=sys.stderr)
+        return 2
+    return int(function(rest) or 0)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# groupvit segment
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def _segment_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="groupvit segment",
+        description="Zero-shot semantic segmentation with GroupViT. For each image, writes <stem>_overlay.png "
+        "(label colours with a legend) and <stem>_mask_<label>.png (255 where the label wins) and prints the "
+        "pixel share of each label.",
+        epilog='Example: groupvit segment cats.jpg --labels "cat,sofa,remote" --model nvidia/groupvit-gcc-yfcc '
+        "--background-threshold 0.9 --output out/",
+    )
+    parser.add_argument("images", nargs="+", metavar="IMAGE", help="image files or http(s) URLs")
+    parser.add_argument("--model", required=True, help="model directory or Hub id (with its processor)")
+    parser.add_argument("--labels", help='comma-separated label names, e.g. "cat,dog,grass"')
+    parser.add_argument(
+        "--protocol",
+        help="a dataset protocol (voc, context, coco_object, ...) supplying labels, template, threshold and windows; "
+        "the other flags override it",
+    )
+    parser.add_argument("--output", default=".", help="output directory (default: the current directory)")
+    parser.add_argument(
+        "--background-threshold",
+        type=float,
+        default=None,
+        metavar="F",
+        help="add a background class: pixels whose best label score is below min(F, best group score) "
+        "(0.95 on VOC in the original code); default: no background",
+    )
+    parser.add_argument(
+        "--template",
+        action="append",
+        metavar="T",
+        help='prompt template with {} for the label (default "a photo of a {}."); repeat for an ensemble',
+    )
+    parser.add_argument("--mode", choices=("slide", "whole"), help="sliding windows (default) or the whole image")
+    parser.add_argument("--short-side", type=int, metavar="N", help="resize the short side to N px (default 448)")
+    parser.add_argument("--window", type=int, metavar="N", help="sliding-window size in px (default 448)")
+    parser.add_argument(
+        "--stride", type=int, metavar="N", help="sliding-window stride in px (default: half the window)"
+    )
+    parser.add_argument("--alpha", type=float, default=0.5, help="overlay opacity (default 0.5)")
+    parser.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
+    parser.add_argument(
+        "--dtype", choices=("float32", "bfloat16", "float16"), default="float32", help="model dtype (default float32)"
+    )
+    return parser
+
+
+def _stem(image: str, used: set[str]) -> str:
+    path = urlparse(image).path if image.startswith(("http://", "https://")) else image
+    stem = Path(path).stem or "image"
+    unique, n = stem, 1
+    while unique in used:
+        unique, n = f"{stem}_{n}", n + 1
+    used.add(unique)
+    return unique
+
+
+def _safe(label: str) -> str:
+    return re.sub(r"[^0-9A-Za-z._-]+", "_", label).strip("_") or "label"
+
+
+def segment_main(argv: list[str] | None = None) -> int:
+    """Entry point of `groupvit segment IMAGE... --labels L1,L2 --model M [options]`.
+
+    Returns:
+        0 on success, 2 for invalid arguments or unreadable images.
+    """
+    parser = _segment_parser()
+    args = parser.parse_args(argv)
+    if args.labels is None and args.protocol is None:
+        parser.error("give --labels (or --protocol)")
+
+    import numpy as np
+    import PIL.Image
+    import torch
+
+    from .segmentation import GroupViTSegmenter, SegmentationOptions, get_protocol, load_rgb_image, validate_labels
+    from .visualization import overlay
+
+    try:
+        if args.protocol is not None:
+            protocol = get_protocol(args.protocol)
+            labels, options = protocol.labels, protocol.options.replace(background_first=False)
+        else:
+            labels, options = [], SegmentationOptions()
+        if args.labels is not None:
+            labels = [label.strip() for label in args.labels.split(",")]
+        changes = {
+            "templates": tuple(args.template) if args.template else None,
+            "mode": args.mode,
+            "short_side": args.short_side,
+            "window": args.window,
+            "stride": args.stride,
+        }
+        options = options.replace(**{k: v for k, v in changes.items() if v is not None})
+        if args.background_threshold is not None:
+            options = options.replace(background_threshold=args.background_threshold)
+        labels = validate_labels(labels, options.with_background)
+        if not 0.0 <= args.alpha <= 1.0:
+            raise ValueError(f"--alpha must be in [0, 1], got {args.alpha}")
+    except ValueError as error:
+        parser.error(str(error))
+
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    segmenter = GroupViTSegmenter.from_pretrained(
+        args.model, device=device, dtype=getattr(torch, args.dtype), options=options
+    )
+    text_embeds = segmenter.encode_labels(labels)
+    output = Path(args.output)
+    output.mkdir(parents=True, exist_ok=True)
+    used: set[str] = set()
+    status = 0
+    for source in args.images:
+        try:
+            image = load_rgb_image(source)
+        except (ValueError, OSError) as error:
+            print(f"groupvit segment: error: cannot read {source}: {error}", file=sys.stderr)
+            status = 2
+            continue
+        result = segmenter.segment(image, labels, text_embeds=text_embeds)[0]
+        stem = _stem(source, used)
+        overlay(
+            image, result.label_map, result.labels, alpha=args.alpha, background_index=result.background_index
+        ).save(output / f"{stem}_overlay.png")
+        label_map = result.label_map.numpy()
+        pixels = np.bincount(label_map.ravel(), minlength=len(result.labels))
+        for index, label in enumerate(result.labels):
+            mask = ((label_map == index) * 255).astype(np.uint8)
+            PIL.Image.fromarray(mask).save(output / f"{stem}_mask_{_safe(label)}.png")
+        logger.info("wrote %s_* to %s", stem, output)
+        width = max(len("label"), *(len(label) for label in result.labels))
+        print(f"{source} ({image.width}x{image.height})")
+        print(f"  {'label':<{width}}  {'pixels %':>8}")
+        for index in np.argsort(-pixels, kind="stable"):
+            print(f"  {result.labels[index]:<{width}}  {100.0 * pixels[index] / label_map.size:8.2f}")
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

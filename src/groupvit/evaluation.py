@@ -1,0 +1,335 @@
+"""Zero-shot segmentation evaluation: mIoU with a streaming confusion matrix, classification accuracy, overlays.
+
+The protocol (class names, renames, template, background threshold, resolution, sliding window) comes from a named
+preset (`groupvit.segmentation.get_protocol`): `voc`, `context`, `coco_object`, or `synthetic` for our generated data.
+Annotations use 0 for background, 1..C for the classes in protocol order and 255 for "ignore", so predictions are made
+with the background first.
+
+`evaluate_segmentation` runs on one process or under Accelerate: each process takes every `num_processes`-th image
+and the confusion matrices are summed across processes at the end.
+"""
+
+import json
+import logging
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from .metrics.confusion import ConfusionMatrix
+from .segmentation import GroupViTSegmenter, SegmentationProtocol
+from .visualization import colorize, grid, group_overlay, label_colors, legend, overlay
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class EvaluationSample:
+    """An image and its annotation (`(H, W)` ints: 0 background, 1..C classes, 255 ignore)."""
+
+    image: Image.Image
+    annotation: np.ndarray
+    name: str = ""
+
+
+@dataclass
+class EvaluationReport:
+    """What `evaluate_segmentation` measured."""
+
+    protocol: str
+    labels: list[str]
+    num_images: int
+    mean_iou: float
+    mean_accuracy: float
+    overall_accuracy: float
+    per_category_iou: dict[str, float]
+    classification_accuracy: float
+    groups_used: list[float]
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(vars(self))
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2, default=_json_default))
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    return str(value)
+
+
+def samples_from_dataset(dataset: Any, image_column: str = "image", annotation_column: str = "annotation") -> Iterator:
+    """`EvaluationSample`s from a `datasets` dataset (or any iterable of dicts) with image + annotation columns."""
+    for index, row in enumerate(dataset):
+        for column in (image_column, annotation_column):
+            if column not in row:
+                raise ValueError(f"evaluation rows need a {column!r} column, got {sorted(row)}")
+        annotation = np.asarray(row[annotation_column])
+        if annotation.ndim == 3:  # an RGB-saved label image: the classes are in the first channel
+            annotation = annotation[..., 0]
+        yield EvaluationSample(row[image_column].convert("RGB"), annotation.astype(np.int64), str(index))
+
+
+def synthetic_samples(preset: str, split: str, num_samples: int, image_size: int = 64, seed: int = 0) -> Iterator:
+    """`EvaluationSample`s of a `groupvit.data.synthetic` split; its masks already use 0 = background."""
+    from .data.synthetic import make_split
+
+    for sample in make_split(preset, split, num_samples, image_size, seed):
+        yield EvaluationSample(sample.image, sample.mask.astype(np.int64), f"{split}-{sample.index:05d}")
+
+
+def count_groups(group_maps: tuple[torch.Tensor, ...] | None) -> list[int]:
+    """Distinct arg-max groups over the patch grid of each stage (`(G, h, w)` maps)."""
+    if not group_maps:
+        return []
+    return [int(torch.unique(m.argmax(dim=0)).numel()) for m in group_maps]
+
+
+def evaluate_segmentation(
+    segmenter: GroupViTSegmenter,
+    samples: Iterable[EvaluationSample],
+    protocol: SegmentationProtocol,
+    *,
+    accelerator: Any = None,
+    overlay_dir: str | Path | None = None,
+    num_overlays: int = 8,
+    progress: bool = True,
+) -> EvaluationReport:
+    """Segment every sample with the protocol's labels and options and score it.
+
+    Args:
+        segmenter: The model wrapper.
+        samples: Images with annotations in protocol label order.
+        protocol: Labels and inference options (the background threshold included).
+        accelerator: Optional `accelerate.Accelerator`: images are split across processes and results summed.
+        overlay_dir: Where to write `overlay_grid.png` (image | ground truth | prediction) and group maps.
+        num_overlays: Images (from the first process) shown in the overlay grid.
+        progress: Show a progress bar on the main process.
+
+    Returns:
+        The report (identical on every process).
+    """
+    from tqdm.auto import tqdm
+
+    options = protocol.options.replace(background_first=True)
+    if options.background_threshold is None:
+        raise ValueError(f"protocol {protocol.name!r} needs a background_threshold to score background pixels")
+    labels = protocol.labels
+    rank, world = (accelerator.process_index, accelerator.num_processes) if accelerator else (0, 1)
+    text_embeds = segmenter.encode_labels(labels, options.templates, options.template_ensemble)
+    confusion = ConfusionMatrix(len(labels) + 1, ignore_index=255)
+    hits, images, groups = 0, 0, []
+    rows: list[list[Image.Image]] = []
+    group_rows: list[list[Image.Image]] = []
+    bar = tqdm(desc=f"eval {protocol.name}", disable=not progress or rank != 0, unit="img")
+    for index, sample in enumerate(samples):
+        if index % world != rank:
+            continue
+        result = segmenter.segment(sample.image, labels, options=options, text_embeds=text_embeds)[0]
+        prediction = result.label_map.cpu().numpy()
+        if prediction.shape != sample.annotation.shape:
+            raise ValueError(
+                f"annotation {sample.name!r} has shape {sample.annotation.shape}, image {prediction.shape}"
+            )
+        confusion.update(prediction, sample.annotation)
+        present = {int(v) for v in np.unique(sample.annotation)} - {0, 255}
+        if present:
+            hits += int(int(result.image_scores.argmax()) + 1 in present)
+            images += 1
+        groups.append(count_groups(result.group_maps))
+        if len(rows) < num_overlays and overlay_dir is not None:
+            rows.append(_overlay_row(sample, result, labels))
+            if result.group_maps:
+                group_rows.append([sample.image] + [group_overlay(sample.image, m) for m in result.group_maps])
+        bar.update(1)
+    bar.close()
+
+    if accelerator is not None and world > 1:
+        confusion = confusion.synchronize(accelerator.gather, accelerator.device)
+        totals = accelerator.reduce(torch.tensor([hits, images], device=accelerator.device), reduction="sum")
+        hits, images = (int(v) for v in totals.tolist())
+    metrics = confusion.compute()
+    used = np.asarray([g for g in groups if g], dtype=np.float64)
+    report = EvaluationReport(
+        protocol=protocol.name,
+        labels=["background", *labels],
+        num_images=_count_images(accelerator, len(groups)),
+        mean_iou=float(metrics["mean_iou"]),
+        mean_accuracy=float(metrics["mean_accuracy"]),
+        overall_accuracy=float(metrics["overall_accuracy"]),
+        per_category_iou={
+            name: float(v) for name, v in zip(["background", *labels], metrics["per_category_iou"], strict=True)
+        },
+        classification_accuracy=hits / max(1, images),
+        groups_used=used.mean(axis=0).tolist() if used.size else [],
+        options=options.to_dict(),
+    )
+    if overlay_dir is not None and rank == 0 and rows:
+        write_overlays(Path(overlay_dir), rows, group_rows, labels)
+    return report
+
+
+def _count_images(accelerator: Any, local: int) -> int:
+    if accelerator is None or accelerator.num_processes == 1:
+        return local
+    return int(accelerator.reduce(torch.tensor(local, device=accelerator.device), reduction="sum").item())
+
+
+def _overlay_row(sample: EvaluationSample, result: Any, labels: list[str]) -> list[Image.Image]:
+    colors = label_colors(len(labels) + 1, background_index=0)
+    truth = colorize(sample.annotation, colors)
+    prediction = overlay(sample.image, result.label_map, result.labels, background_index=0, with_legend=False)
+    return [sample.image, truth, prediction]
+
+
+def write_overlays(
+    directory: Path, rows: list[list[Image.Image]], group_rows: list[list[Image.Image]], labels: list[str]
+) -> None:
+    """`overlay_grid.png` (image | ground truth | prediction, with a legend) and `groups.png` (both stages)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    cell = (max(96, rows[0][0].width), max(96, rows[0][0].height))
+    picture = grid(rows, column_titles=["image", "ground truth", "prediction"], cell_size=cell)
+    colors = label_colors(len(labels) + 1, background_index=0)
+    key = legend(["background", *labels], colors, width=picture.width)
+    canvas = Image.new("RGB", (picture.width, picture.height + key.height), (255, 255, 255))
+    canvas.paste(picture, (0, 0))
+    canvas.paste(key, (0, picture.height))
+    canvas.save(directory / "overlay_grid.png")
+    if group_rows:
+        titles = ["image"] + [f"groups, stage {i + 1}" for i in range(len(group_rows[0]) - 1)]
+        grid(group_rows, column_titles=titles, cell_size=cell).save(directory / "groups.png")
+    logger.info("wrote overlays to %s", directory)
+
+
+def synthetic_protocol(preset: str, **option_changes: Any) -> SegmentationProtocol:
+    """The `synthetic` protocol filled with a synthetic preset's class names."""
+    from .data.synthetic import get_spec
+    from .segmentation import get_protocol
+
+    return get_protocol("synthetic").with_class_names(list(get_spec(preset).class_names), **option_changes)
+
+
+def parse_args(argv: list[str] | None = None) -> Any:
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog="groupvit evaluate",
+        description="Zero-shot semantic segmentation mIoU of a GroupViT model under a named protocol.",
+        epilog="Examples: groupvit evaluate --model nvidia/groupvit-gcc-yfcc --protocol voc --dataset ./voc_val  |  "
+        "groupvit evaluate --model demo --protocol synthetic --synthetic-split test --num-samples 200",
+    )
+    parser.add_argument("--model", default="demo", help="directory, Hub id, or 'demo' for the shipped demo model")
+    parser.add_argument("--protocol", default="synthetic", help="voc | context | coco_object | synthetic")
+    parser.add_argument("--dataset", help="datasets source with image + annotation columns (Hub id or local path)")
+    parser.add_argument("--split", default="validation")
+    parser.add_argument("--image-column", default="image")
+    parser.add_argument("--annotation-column", default="annotation")
+    parser.add_argument("--synthetic-preset", default="objects")
+    parser.add_argument("--synthetic-split", default="test", choices=["train", "validation", "test"])
+    parser.add_argument("--synthetic-seed", type=int, default=0)
+    parser.add_argument("--image-size", type=int, default=64, help="side of generated synthetic images")
+    parser.add_argument("--num-samples", type=int, default=200, help="images to evaluate (synthetic, or a cap)")
+    parser.add_argument("--background-threshold", type=float, help="override the protocol's threshold")
+    parser.add_argument("--mode", choices=["whole", "slide"])
+    parser.add_argument("--short-side", type=int)
+    parser.add_argument("--window", type=int)
+    parser.add_argument("--stride", type=int)
+    parser.add_argument("--output", default="eval_output", help="results.json and overlay PNGs go here")
+    parser.add_argument("--num-overlays", type=int, default=8)
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`groupvit evaluate` / `scripts/evaluate_segmentation.py` (also under `accelerate launch`)."""
+    from accelerate import Accelerator
+
+    from .demo_model import resolve_model
+    from .segmentation import get_protocol
+
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    changes = {
+        key: value
+        for key, value in {
+            "background_threshold": args.background_threshold,
+            "mode": args.mode,
+            "short_side": args.short_side,
+            "window": args.window,
+            "stride": args.stride,
+        }.items()
+        if value is not None
+    }
+    model_path, defaults = resolve_model(args.model)
+    if args.protocol == "synthetic":
+        protocol = synthetic_protocol(args.synthetic_preset, **{**defaults, **changes})
+        samples = synthetic_samples(
+            args.synthetic_preset, args.synthetic_split, args.num_samples, args.image_size, args.synthetic_seed
+        )
+    else:
+        if not args.dataset:
+            print(f"groupvit evaluate: --dataset is required for protocol {args.protocol!r}")
+            return 2
+        from itertools import islice
+
+        from .data.streams import load_hf_dataset
+
+        protocol = get_protocol(args.protocol)
+        protocol = protocol.with_class_names(list(protocol.class_names), **changes)
+        dataset = load_hf_dataset(args.dataset, split=args.split)
+        samples = islice(samples_from_dataset(dataset, args.image_column, args.annotation_column), args.num_samples)
+    accelerator = Accelerator()
+    dtype = torch.bfloat16 if args.dtype == "bfloat16" else torch.float32
+    segmenter = GroupViTSegmenter.from_pretrained(model_path, device=accelerator.device, dtype=dtype)
+    output = Path(args.output)
+    report = evaluate_segmentation(
+        segmenter, samples, protocol, accelerator=accelerator, overlay_dir=output, num_overlays=args.num_overlays
+    )
+    if accelerator.is_main_process:
+        output.mkdir(parents=True, exist_ok=True)
+        report.save(output / "results.json")
+        print(format_report(report))
+    return 0
+
+
+def format_report(report: EvaluationReport) -> str:
+    """A plain-text table: per-class IoU, then the summary numbers."""
+    width = max(len(name) for name in report.per_category_iou) + 2
+    lines = [f"{'class':<{width}} IoU (%)"]
+    lines += [f"{name:<{width}} {100 * iou:6.1f}" for name, iou in report.per_category_iou.items()]
+    lines.append(f"{'mIoU':<{width}} {100 * report.mean_iou:6.1f}")
+    lines.append(f"classification accuracy {100 * report.classification_accuracy:.1f}% on {report.num_images} images")
+    if report.groups_used:
+        lines.append(
+            "groups used per image: " + ", ".join(f"stage {i + 1}: {g:.2f}" for i, g in enumerate(report.groups_used))
+        )
+    return "\n".join(lines)
+
+
+THRESHOLD_CANDIDATES = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
+
+
+def select_background_threshold(
+    segmenter: GroupViTSegmenter,
+    samples: list[EvaluationSample],
+    protocol: SegmentationProtocol,
+    candidates: Iterable[float] = THRESHOLD_CANDIDATES,
+) -> tuple[float, dict[float, float]]:
+    """The background threshold with the best mIoU on `samples` (a validation split; never the test split).
+
+    Returns:
+        The best threshold and the mIoU of every candidate.
+    """
+    scores = {}
+    for threshold in candidates:
+        candidate = protocol.with_class_names(list(protocol.class_names), background_threshold=threshold)
+        scores[threshold] = evaluate_segmentation(segmenter, samples, candidate, progress=False).mean_iou
+    best = max(scores, key=lambda t: (scores[t], -t))
+    logger.info("background threshold %.2f (validation mIoU %.3f)", best, scores[best])
+    return best, scores

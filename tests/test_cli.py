@@ -1,0 +1,91 @@
+"""The `groupvit` command line (groupvit.cli): dispatch and `groupvit segment`."""
+
+import numpy as np
+import PIL.Image
+import pytest
+
+from groupvit import cli
+
+SMALL = ["--short-side", "32", "--window", "32", "--stride", "16", "--device", "cpu"]
+
+
+def write_image(path, width: int, height: int, seed: int = 0) -> str:
+    rng = np.random.default_rng(seed)
+    PIL.Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8)).save(path)
+    return str(path)
+
+
+def test_top_level_help_lists_the_subcommands(capsys):
+    assert cli.main(["--help"]) == 0
+    text = capsys.readouterr().out
+    for name in ("segment", "demo", "pretrain", "evaluate", "push"):
+        assert name in text
+
+
+def test_segment_help(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["segment", "--help"])
+    assert exit_info.value.code == 0
+    text = capsys.readouterr().out
+    for flag in ("--labels", "--model", "--output", "--background-threshold", "--template", "--mode"):
+        assert flag in text
+
+
+def test_unknown_and_unavailable_subcommands(capsys, monkeypatch):
+    assert cli.main(["frobnicate"]) == 2
+    assert "unknown subcommand 'frobnicate'" in capsys.readouterr().err
+    monkeypatch.setitem(cli.SUBCOMMANDS, "later", cli.Subcommand("groupvit._not_written_yet", "main", "a hook"))
+    assert cli.main(["later", "--flag"]) == 2
+    assert "groupvit._not_written_yet" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="already exists"):
+        cli.register_subcommand("segment", "x", "main", "dup")
+
+
+def test_segment_writes_overlays_masks_and_a_table(tiny_checkpoint, tmp_path, capsys):
+    first = write_image(tmp_path / "first.png", 57, 31, seed=0)
+    second = write_image(tmp_path / "second.jpg", 40, 40, seed=1)
+    out = tmp_path / "out"
+    argv = ["segment", first, second, "--labels", "cat, dog,grass", "--model", tiny_checkpoint, "--output", str(out)]
+    assert cli.main([*argv, "--background-threshold", "0.9", "--template", "a photo of a {}.", *SMALL]) == 0
+    for stem, size in (("first", (57, 31)), ("second", (40, 40))):
+        overlay = PIL.Image.open(out / f"{stem}_overlay.png")
+        assert overlay.width == size[0] and overlay.height > size[1]  # legend below
+        masks = [PIL.Image.open(out / f"{stem}_mask_{label}.png") for label in ("cat", "dog", "grass", "background")]
+        assert all(m.mode == "L" and m.size == size for m in masks)
+        assert (sum(np.asarray(m, dtype=np.int64) // 255 for m in masks) == 1).all()
+    table = capsys.readouterr().out
+    assert "first.png (57x31)" in table and "pixels %" in table
+    tables: list[dict[str, float]] = []
+    for line in table.splitlines():
+        if not line.startswith("  "):
+            tables.append({})  # "<image> (WxH)" header
+        elif "pixels %" not in line:
+            label, share = line.split()
+            tables[-1][label] = float(share)
+    assert len(tables) == 2
+    shares = tables[0]
+    assert set(shares) == {"cat", "dog", "grass", "background"}
+    assert sum(shares.values()) == pytest.approx(100.0, abs=0.05)
+
+
+def test_segment_with_a_protocol(tiny_checkpoint, tmp_path, capsys):
+    image = write_image(tmp_path / "street.png", 48, 32)
+    assert (
+        cli.main(
+            ["segment", image, "--protocol", "voc", "--model", tiny_checkpoint, "--output", str(tmp_path), *SMALL]
+        )
+        == 0
+    )
+    assert (tmp_path / "street_mask_table.png").exists() and (tmp_path / "street_mask_background.png").exists()
+    assert "monitor" in capsys.readouterr().out
+
+
+def test_segment_rejects_bad_arguments(tiny_checkpoint, tmp_path, capsys):
+    image = write_image(tmp_path / "a.png", 32, 32)
+    for extra in (["--labels", "cat,cat"], ["--labels", "cat", "--background-threshold", "2"], []):
+        with pytest.raises(SystemExit) as exit_info:
+            cli.main(["segment", image, "--model", tiny_checkpoint, *extra])
+        assert exit_info.value.code == 2
+    argv = ["segment", str(tmp_path / "missing.png"), "--labels", "cat", "--model", tiny_checkpoint, *SMALL]
+    assert cli.main([*argv, "--output", str(tmp_path)]) == 2
+    assert "missing.png" in capsys.readouterr().err
