@@ -16,6 +16,7 @@ Example:
     ... )
     >>> card.data.eval_results[0].metric_value
     52.3
+
     ```
 """
 

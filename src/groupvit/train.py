@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"groupvit pretrain: invalid configuration: {exn}", file=sys.stderr)
         return 2
     summary = train(config)
-    print(json.dumps({k: v for k, v in summary.items() if not isinstance(v, dict)}, default=float))
+    print(json.dumps({k: v for k, v in summary.items() if not isinstance(v, dict | list)}, default=float))
     return 0
 
 

@@ -508,6 +508,7 @@ def train(config: TrainingConfig) -> dict[str, Any]:
     validation = _validation_samples(config) if config.eval_steps and accelerator.is_main_process else None
     skipped: Counter[str] = Counter(state["skipped"])
     summary: dict[str, Any] = {}
+    history: list[dict[str, float]] = []  # the logged points of this process' run (a resumed run: since resuming)
     progress = tqdm(
         total=config.max_steps, initial=state["step"], disable=not accelerator.is_local_main_process, desc="train"
     )
@@ -546,6 +547,7 @@ def train(config: TrainingConfig) -> dict[str, Any]:
             progress.set_postfix(loss=f"{logs['loss']:.3f}", samples_s=f"{logs['samples_per_second']:.1f}")
             summary.update(logs)
             summary.setdefault("first_loss", logs["loss"])
+            history.append({"step": state["step"], **logs})
             window_start, window_samples = time.perf_counter(), 0
         if validation is not None and state["step"] % config.eval_steps == 0:
             samples, names = validation
@@ -554,13 +556,14 @@ def train(config: TrainingConfig) -> dict[str, Any]:
             )
             accelerator.log({"eval/zero_shot_accuracy": accuracy}, step=state["step"])
             summary["eval/zero_shot_accuracy"] = accuracy
+            history.append({"step": state["step"], "eval/zero_shot_accuracy": accuracy})
         if config.checkpointing_steps and state["step"] % config.checkpointing_steps == 0:
             state["skipped"] = dict(skipped)
             save_checkpoint(accelerator, config.output_dir, state, config.checkpoints_total_limit)
     progress.close()
 
     total_skipped = _gather_counts(accelerator, skipped)
-    summary.update(step=state["step"], samples_seen=state["samples_seen"], skipped=total_skipped)
+    summary.update(step=state["step"], samples_seen=state["samples_seen"], skipped=total_skipped, history=history)
     if sum(total_skipped.values()):
         logger.warning("Skipped %d bad samples: %s", sum(total_skipped.values()), total_skipped)
     accelerator.wait_for_everyone()

@@ -1,0 +1,90 @@
+"""The demo end to end, shrunken: train a fresh model for a few steps, pick the threshold, score, write artefacts."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from transformers import pipeline
+
+import groupvit
+from groupvit.demo import main as demo_main
+from groupvit.evaluation import (
+    EvaluationSample,
+    evaluate_segmentation,
+    format_report,
+    select_background_threshold,
+    synthetic_protocol,
+    synthetic_samples,
+)
+from groupvit.segmentation import GroupViTSegmenter
+
+
+@pytest.mark.slow
+def test_shrunken_demo_produces_every_artefact(tmp_path):
+    Image.new("RGB", (50, 40), (250, 200, 0)).save(tmp_path / "mine.png")
+    args = ["--output", str(tmp_path / "out"), "--num-test", "4", "--num-validation", "4", "--train"]
+    assert demo_main([*args, "--train-steps", "3", str(tmp_path / "mine.png"), "--labels", "sun,fish"]) == 0
+    out = tmp_path / "out"
+    results = json.loads((out / "results.json").read_text())
+    for key in ("mean_iou", "per_category_iou", "classification_accuracy", "groups_used"):
+        assert key in results["test"] and key in results["trained"]["test"]
+    assert results["trained"]["train_summary"]["step"] == 3
+    assert 0.0 <= results["trained"]["options"]["background_threshold"] <= 1.0
+    assert set(results["trained"]["validation_miou_by_threshold"]) >= {"0.0", "0.5", "0.95"}
+    for picture in ("overlay_grid.png", "groups.png", "mine_overlay.png", "trained/overlay_grid.png"):
+        assert Image.open(out / picture).size[0] > 0
+    trained = out / "trained_model"
+    model = groupvit.GroupViTModel.from_pretrained(trained)
+    assert model.config.vision_config.image_size == 64
+    segmenter = pipeline("zero-shot-image-segmentation", model=str(trained))
+    masks = segmenter(Image.open(tmp_path / "mine.png"), candidate_labels=["sun", "fish"], background_threshold=0.5)
+    assert all(m["mask"].size == (50, 40) for m in masks)
+
+
+def _perfect_segmenter_samples():
+    """Two images whose annotations are exactly what a stub predicts."""
+    annotation = np.zeros((8, 8), dtype=np.int64)
+    annotation[:4] = 1
+    annotation[6:, 6:] = 255
+    return [
+        EvaluationSample(Image.new("RGB", (8, 8)), annotation, "a"),
+        EvaluationSample(Image.new("RGB", (8, 8)), annotation, "b"),
+    ]
+
+
+class _StubSegmenter:
+    """Predicts class 1 on the top half and background elsewhere; image score favours class 1."""
+
+    def encode_labels(self, labels, templates, ensemble):
+        return torch.zeros(len(labels), 4)
+
+    def segment(self, image, labels, options, text_embeds):
+        label_map = torch.zeros(8, 8, dtype=torch.long)
+        label_map[:4] = 1
+        label_map[4:5] = 2  # one wrong row
+        scores = torch.tensor([0.9] + [0.1 / (len(labels) - 1)] * (len(labels) - 1))
+        maps = (torch.randn(4, 2, 2), torch.randn(2, 2, 2))
+        return [type("R", (), {"label_map": label_map, "image_scores": scores, "group_maps": maps, "labels": labels})]
+
+
+def test_evaluation_scores_against_hand_computed_iou():
+    protocol = synthetic_protocol("objects", background_threshold=0.5)
+    report = evaluate_segmentation(_StubSegmenter(), _perfect_segmenter_samples(), protocol, progress=False)
+    # per image: 64 pixels, 4 ignored. class 1 ("sun"): 32 predicted = 32 true -> IoU 1.
+    # background: true 28 (60 valid - 32), predicted 28 - 8 (row 4 -> class 2) = 20 -> IoU 20/28.
+    # class 2 ("leaf"): predicted 8, true 0 -> IoU 0; the other classes are absent (NaN, left out of the mean).
+    assert report.per_category_iou["sun"] == pytest.approx(1.0)
+    assert report.per_category_iou["background"] == pytest.approx(20 / 28)
+    assert report.per_category_iou["leaf"] == 0.0
+    assert report.mean_iou == pytest.approx((1 + 20 / 28 + 0) / 3)
+    assert report.classification_accuracy == 1.0 and report.num_images == 2
+    assert "mIoU" in format_report(report)
+
+
+def test_threshold_selection_uses_the_given_split_and_improves_on_extremes(tiny_checkpoint):
+    segmenter = GroupViTSegmenter.from_pretrained(tiny_checkpoint)
+    samples = list(synthetic_samples("objects", "validation", 4, image_size=32))
+    best, scores = select_background_threshold(segmenter, samples, synthetic_protocol("objects", mode="whole"))
+    assert best in scores and scores[best] == max(scores.values())
