@@ -323,3 +323,24 @@ def test_non_differentiable_gather_gives_wrong_gradients(dist_results):
     # The differentiable gather does match (sanity check on the same problem).
     averaged_ok = torch.stack([r["instance"]["grad_proj"] for r in results]).mean(0)
     torch.testing.assert_close(averaged_ok, ref["grad_proj"], rtol=1e-4, atol=1e-6)
+
+
+def test_multi_label_group_max_pooling_hand_computed():
+    """(B, G, C) group embeddings: each image-prompt logit is the best group's cosine."""
+    from groupvit.loss import multi_label_contrastive_loss
+
+    # image 0 has groups e0 and e1, image 1 has groups e1 and -e0; one prompt each: e0 (image 0), e1 (image 1)
+    e0, e1 = torch.tensor([1.0, 0.0]), torch.tensor([0.0, 1.0])
+    groups = torch.stack([torch.stack([e0, e1]), torch.stack([e1, -e0])])  # (2, 2, 2)
+    prompts = torch.stack([e0, e1])[:, None]  # (2, 1, 2)
+    scale = 2.0
+    loss = multi_label_contrastive_loss(groups, prompts, math.log(scale), gather=False, max_logit_scale=None)
+    # best-group cosines: image 0 vs (e0, e1) = (1, 1); image 1 vs (e0, e1) = (0, 1)
+    image_side = 0.5 * (
+        -math.log(math.exp(2) / (math.exp(2) + math.exp(2))) - math.log(math.exp(2) / (math.exp(0) + math.exp(2)))
+    )
+    # prompt e0 vs images (1, 0) -> target image 0; prompt e1 vs images (1, 1) -> target image 1
+    text_side = 0.5 * (
+        -math.log(math.exp(2) / (math.exp(2) + math.exp(0))) - math.log(math.exp(2) / (math.exp(2) + math.exp(2)))
+    )
+    assert loss.item() == pytest.approx(0.5 * (image_side + text_side), rel=1e-6)

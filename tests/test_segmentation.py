@@ -307,3 +307,18 @@ def test_palette_and_overlay():
     assert group_overlay(image, torch.rand(4, 3, 4)).size == (40, 30)
     tiled = grid([[image, plain, None], [image, image, plain]], column_titles=["image", "gt", "prediction"])
     assert tiled.width == 3 * (40 + 4) + 4 and tiled.height > 2 * (30 + 4)
+
+
+def test_model_without_grouping_segments_by_patch():
+    """A plain ViT (no grouping stage): every patch is its own group, as in the paper's non-grouping baseline."""
+    from conftest import tiny_config
+    from groupvit import GroupViTModel, GroupViTProcessor
+    from groupvit.segmentation import GroupViTSegmenter
+
+    config = tiny_config(vision_config={"depths": [2], "num_group_tokens": [0], "num_output_groups": [0]})
+    model = GroupViTModel(config).eval()
+    segmenter = GroupViTSegmenter(model, GroupViTProcessor.from_bundled(image_size=32))
+    image = np.random.default_rng(0).integers(0, 255, (32, 32, 3), dtype=np.uint8)
+    result = segmenter.segment(image, ["cat", "dog"], mode="whole", short_side=None)[0]
+    assert result.label_map.shape == (32, 32)
+    assert result.group_maps[0].shape == (64, 8, 8)  # 8x8 patches, one group each

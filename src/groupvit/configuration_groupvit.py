@@ -228,6 +228,11 @@ class GroupViTConfig(PreTrainedConfig):
             clamp, which only differs once the scale has grown past 100 during training).
         multi_label_loss_weight: Weight of the paper's multi-label contrastive loss. When positive, the model owns a
             second learnable temperature `multi_label_logit_scale`, as the original does.
+        multi_label_target: `"instance"` (paper: a prompt is positive only for its own image) or `"semantic"` (also
+            for every image whose caption has the same noun; needs `prompt_noun_ids`).
+        multi_label_group_pooling: `"mean"` (paper: prompts are matched against the image embedding, the mean of
+            the segment tokens) or `"max"` (against the best-matching projected segment token, which trains the
+            group embeddings that segmentation reads).
 
     Example:
         ```python
@@ -251,6 +256,8 @@ class GroupViTConfig(PreTrainedConfig):
     output_segmentation: bool = False
     logit_scale_max: float = 100.0
     multi_label_loss_weight: float = 1.0
+    multi_label_target: str = "instance"
+    multi_label_group_pooling: str = "mean"
 
     def __post_init__(self, **kwargs: Any) -> None:
         # Older Hub configs (e.g. nvidia/groupvit-gcc-yfcc) also carry `text_config_dict`/`vision_config_dict`;
@@ -266,6 +273,15 @@ class GroupViTConfig(PreTrainedConfig):
 
     def _validate(self) -> None:
         _check_positive(self, "projection_dim", "projection_intermediate_dim", "logit_scale_max")
+        if self.multi_label_target not in ("instance", "semantic"):
+            raise ValueError(
+                f"GroupViTConfig.multi_label_target must be 'instance' or 'semantic', got {self.multi_label_target!r}"
+            )
+        if self.multi_label_group_pooling not in ("mean", "max"):
+            raise ValueError(
+                "GroupViTConfig.multi_label_group_pooling must be 'mean' or 'max', "
+                f"got {self.multi_label_group_pooling!r}"
+            )
         if self.multi_label_loss_weight < 0:
             raise ValueError(
                 f"GroupViTConfig.multi_label_loss_weight must be >= 0, got {self.multi_label_loss_weight}"

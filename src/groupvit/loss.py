@@ -281,8 +281,12 @@ def multi_label_contrastive_loss(
           sum 1 per row. A noun id of ``-1`` (padding prompt) is only positive for its own image. Useful when there
           are few distinct nouns, where the instance target creates many false negatives.
 
+    Group pooling (non-default, ``GroupViTConfig.multi_label_group_pooling="max"``): with ``image_embeds`` of shape
+    ``(B, G, C)`` (the projected segment tokens), the image-prompt similarity is the maximum over the image's groups,
+    so every noun has to be matched by one group rather than by the mean of all of them.
+
     Args:
-        image_embeds: ``(B, C)`` (or ``(B, 1, C)``) image embeddings of this rank.
+        image_embeds: ``(B, C)`` (or ``(B, 1, C)``) image embeddings of this rank, or ``(B, G, C)`` group embeddings.
         prompt_embeds: ``(B, K, C)`` prompted noun text embeddings of this rank.
         logit_scale: Raw (log-space) multi-label temperature; scale is ``min(exp(logit_scale), max_logit_scale)``.
         gather: Gather the other modality across ranks (ignored when not distributed).
@@ -293,28 +297,33 @@ def multi_label_contrastive_loss(
     Returns:
         Scalar loss.
     """
-    if image_embeds.dim() == 3:
-        if image_embeds.shape[1] != 1:
-            raise ValueError(f"`image_embeds` must be (B, C) or (B, 1, C), got {tuple(image_embeds.shape)}.")
+    if image_embeds.dim() == 3 and image_embeds.shape[1] == 1:
         image_embeds = image_embeds[:, 0]
+    if image_embeds.dim() not in (2, 3):
+        raise ValueError(f"`image_embeds` must be (B, C) or (B, G, C), got {tuple(image_embeds.shape)}.")
     if prompt_embeds.dim() != 3:
         raise ValueError(f"`prompt_embeds` must be (B, K, C), got {tuple(prompt_embeds.shape)}.")
     batch_size, num_prompts, _ = prompt_embeds.shape
     if image_embeds.shape[0] != batch_size:
         raise ValueError("`image_embeds` and `prompt_embeds` must have the same batch size.")
 
-    image_embeds = F.normalize(image_embeds, dim=-1)  # (B, C)
+    image_embeds = F.normalize(image_embeds, dim=-1)  # (B, C) or (B, G, C)
     text_embeds = F.normalize(prompt_embeds, dim=-1).reshape(batch_size * num_prompts, -1)  # (B * K, C)
     rank, world_size = get_rank_and_world_size() if gather else (0, 1)
     if world_size > 1:
-        all_image = all_gather_with_grad(image_embeds)  # (W * B, C)
+        all_image = all_gather_with_grad(image_embeds)  # (W * B, C) or (W * B, G, C)
         all_text = all_gather_with_grad(text_embeds)  # (W * B * K, C)
     else:
         all_image, all_text = image_embeds, text_embeds
 
     scale = _scale(logit_scale, max_logit_scale, image_embeds)
-    logits_per_image = scale * image_embeds @ all_text.t()  # (B, W * B * K)
-    logits_per_text = scale * text_embeds @ all_image.t()  # (B * K, W * B)
+    if image_embeds.dim() == 2:
+        logits_per_image = scale * image_embeds @ all_text.t()  # (B, W * B * K)
+        logits_per_text = scale * text_embeds @ all_image.t()  # (B * K, W * B)
+    else:
+        # group embeddings: an image matches a prompt as well as its best-matching group does
+        logits_per_image = scale * torch.einsum("bgc,nc->bgn", image_embeds, all_text).amax(dim=1)  # (B, W*B*K)
+        logits_per_text = scale * torch.einsum("nc,mgc->nmg", text_embeds, all_image).amax(dim=-1)  # (B*K, W*B)
 
     target_per_image, target_per_text = _multi_label_targets(
         batch_size, num_prompts, rank, world_size, target, noun_ids, image_embeds.device, logits_per_image.dtype
@@ -368,8 +377,8 @@ def groupvit_loss(
         prompt_embeds: ``(B, K, C)`` prompted noun embeddings; ``None`` (or ``K == 0``) disables the multi-label term.
         multi_label_logit_scale: Raw multi-label log-scale; required when the multi-label term is on.
         multi_label_weight: Weight ``w`` of the multi-label term.
-        multi_label_image_embeds: Optional separate ``(B, C)`` image embeddings for the multi-label term (defaults
-            to ``image_embeds``).
+        multi_label_image_embeds: Optional separate ``(B, C)`` image (or ``(B, G, C)`` group) embeddings for the
+            multi-label term (defaults to ``image_embeds``).
         multi_label_target: ``"instance"`` (paper) or ``"semantic"``; see :func:`multi_label_contrastive_loss`.
         noun_ids: ``(B, K)`` noun ids for ``"semantic"`` targets.
         gather: Gather across ranks when distributed.

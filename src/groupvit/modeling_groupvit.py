@@ -882,6 +882,7 @@ class GroupViTModel(GroupViTPreTrainedModel):
         output_segmentation: bool | None = None,
         prompt_input_ids: torch.LongTensor | None = None,
         prompt_attention_mask: torch.Tensor | None = None,
+        prompt_noun_ids: torch.LongTensor | None = None,
         interpolate_pos_encoding: bool | None = None,
     ) -> GroupViTModelOutput:
         r"""Embed images and texts and score every pair.
@@ -900,6 +901,8 @@ class GroupViTModel(GroupViTPreTrainedModel):
             prompt_input_ids: `(image_batch, K, length)` noun prompts for the multi-label loss (used with
                 `return_loss`; they are encoded together with the captions, as in the original).
             prompt_attention_mask: `(image_batch, K, length)` padding mask of the prompts.
+            prompt_noun_ids: `(image_batch, K)` noun ids of the prompts (-1 for padding), for
+                `config.multi_label_target="semantic"`.
             interpolate_pos_encoding: Resize the position embedding to the input size (None: when it differs).
 
         Returns:
@@ -946,6 +949,10 @@ class GroupViTModel(GroupViTPreTrainedModel):
             if prompt_input_ids is not None:
                 # (image_batch * K, proj) -> (image_batch, K, proj)
                 prompt_embeds = all_text_embeds[num_texts:].reshape(num_texts, prompt_input_ids.shape[1], -1)
+            group_embeds = None
+            if prompt_embeds is not None and self.config.multi_label_group_pooling == "max":
+                # (image_batch, groups, proj)
+                group_embeds = self.get_group_embeddings(vision_outputs.last_hidden_state)
             losses = groupvit_loss(
                 image_embeds,
                 text_embeds,
@@ -953,6 +960,9 @@ class GroupViTModel(GroupViTPreTrainedModel):
                 prompt_embeds=prompt_embeds,
                 multi_label_logit_scale=self.multi_label_logit_scale,
                 multi_label_weight=self.config.multi_label_loss_weight,
+                multi_label_image_embeds=group_embeds,
+                multi_label_target=self.config.multi_label_target,
+                noun_ids=prompt_noun_ids if self.config.multi_label_target == "semantic" else None,
                 max_logit_scale=self.config.logit_scale_max,
             )
             loss, itc_loss, multi_label_loss = losses.loss, losses.itc_loss, losses.multi_label_loss

@@ -391,7 +391,8 @@ def load_rgb_image(image: Any, timeout: float | None = None) -> PIL.Image.Image:
             )
         if image.size == 0:
             raise ValueError(f"image array is empty: shape {tuple(image.shape)}")
-        image = PIL.Image.fromarray(np.ascontiguousarray(image.squeeze(-1) if image.ndim == 3 else image))
+        squeeze = image.ndim == 3 and image.shape[-1] == 1
+        image = PIL.Image.fromarray(np.ascontiguousarray(image.squeeze(-1) if squeeze else image))
     if not isinstance(image, PIL.Image.Image):
         text = repr(source)
         text = text if len(text) <= 80 else text[:77] + "..."
@@ -450,17 +451,25 @@ def _fit_to_patches(pixel_values: torch.Tensor, patch_size: tuple[int, int]) -> 
 # --------------------------------------------------------------------------------------------------------------------
 
 
-def stage_group_maps(groupings: Sequence[torch.Tensor], grid_size: tuple[int, int]) -> tuple[torch.Tensor, ...]:
+def stage_group_maps(
+    groupings: Sequence[torch.Tensor], grid_size: tuple[int, int], batch_size: int = 1
+) -> tuple[torch.Tensor, ...]:
     """Chain the stages' soft groupings and lay them on the patch grid.
 
     Args:
         groupings: Per grouping stage `(batch, G_k, N_k)`, where `N_1` is the number of patches and `N_k = G_{k-1}`.
+            Empty for a model without grouping stages (a plain ViT): then every patch is its own group.
         grid_size: The patch grid `(grid_h, grid_w)`, `grid_h * grid_w = N_1`.
+        batch_size: Batch of the identity map returned when `groupings` is empty.
 
     Returns:
         Per stage, `(batch, G_k, grid_h, grid_w)` float32: how much each patch belongs to each group of that stage.
     """
     grid_h, grid_w = grid_size
+    if not groupings:
+        # (N, N) identity -> (batch, N, grid_h, grid_w): patch i belongs to "group" i
+        identity = torch.eye(grid_h * grid_w).reshape(1, grid_h * grid_w, grid_h, grid_w)
+        return (identity.expand(batch_size, -1, -1, -1),)
     maps, chained = [], None
     for grouping in groupings:
         grouping = grouping.float()
@@ -778,7 +787,8 @@ class GroupViTSegmenter:
         group_scores, image_probs = group_label_scores(
             group_embeds, image_embeds, text_embeds, logit_scale, opts.top_k, opts.score_mode
         )
-        maps = stage_group_maps(vision.attentions, grid)
+        maps = stage_group_maps(vision.attentions, grid, batch_size=pixel_values.shape[0])
+        maps = tuple(m.to(group_embeds.device) for m in maps)
         # (B, G, grid_h, grid_w) -> (B, G, h, w)
         pixel_maps = F.interpolate(maps[-1], size=(height, width), mode="bilinear", align_corners=False)
         logits = pixel_label_logits(

@@ -268,6 +268,7 @@ def build_model(config: TrainingConfig) -> GroupViTModel:
     if config.init_from:
         return GroupViTModel.from_pretrained(config.init_from)
     overrides = dict(config.model_overrides)
+    overrides.setdefault("multi_label_target", config.multi_label_target)
     if config.data.num_prompt_nouns == 0:
         overrides.setdefault("multi_label_loss_weight", 0.0)
     return GroupViTModel(GroupViTConfig.from_preset(config.model_preset, **overrides))

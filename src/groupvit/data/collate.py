@@ -1,5 +1,6 @@
 """Batching for pretraining: stack images, tokenize captions, and build the multi-label noun prompts."""
 
+import zlib
 from collections import Counter
 from collections.abc import Sequence
 from typing import Any
@@ -8,7 +9,7 @@ import numpy as np
 import torch
 from torch.utils.data import get_worker_info
 
-from .nouns import SIMPLE_TEMPLATES, NounExtractor, get_noun_extractor, sample_prompted_nouns
+from .nouns import SIMPLE_TEMPLATES, NounExtractor, get_noun_extractor, sample_noun_prompts
 
 
 class ImageTextCollator:
@@ -28,8 +29,8 @@ class ImageTextCollator:
 
     Returns (from `__call__`):
         `pixel_values (B, 3, H, W)`, `input_ids`/`attention_mask (B, L)`, and with K > 0 `prompt_input_ids`/
-        `prompt_attention_mask (B, K, L')`; `skipped` maps a skip reason to the count of samples skipped before
-        this batch's samples.
+        `prompt_attention_mask (B, K, L')` and `prompt_noun_ids (B, K)`; `skipped` maps a skip reason to the
+        count of samples skipped before this batch's samples.
     """
 
     def __init__(
@@ -70,18 +71,21 @@ class ImageTextCollator:
             info = get_worker_info()
             rng = np.random.default_rng([self.seed, info.id if info else 0, self._calls])
             self._calls += 1
-            prompts = [
-                text
+            pairs = [
+                pair
                 for caption in captions
-                for text in sample_prompted_nouns(
+                for pair in sample_noun_prompts(
                     caption, self.num_prompt_nouns, self.noun_extractor, rng, self.templates
                 )
             ]
-            prompt_tokens = self._tokenize(prompts)
+            prompt_tokens = self._tokenize([prompt for prompt, _ in pairs])
             # (B * K, L') -> (B, K, L')
             shape = (len(items), self.num_prompt_nouns, -1)
             batch["prompt_input_ids"] = prompt_tokens["input_ids"].reshape(shape)
             batch["prompt_attention_mask"] = prompt_tokens["attention_mask"].reshape(shape)
+            # a stable id per noun (-1: a padding copy of the caption), for the "semantic" multi-label targets
+            noun_ids = [-1 if noun is None else zlib.crc32(noun.encode()) & 0x7FFFFFFF for _, noun in pairs]
+            batch["prompt_noun_ids"] = torch.tensor(noun_ids).reshape(len(items), self.num_prompt_nouns)
         skipped: Counter[str] = Counter()
         for item in items:
             skipped.update(item.get("skipped", {}))

@@ -493,6 +493,17 @@ def sample_prompted_nouns(
     Returns:
         ``k`` strings: prompts for the sampled nouns (in sampling order), then caption copies.
     """
+    return [prompt for prompt, _ in sample_noun_prompts(caption, k, extractor, rng, templates)]
+
+
+def sample_noun_prompts(
+    caption: str,
+    k: int,
+    extractor: str | NounExtractor | None = None,
+    rng: np.random.Generator | int | None = None,
+    templates: Sequence[str] = SIMPLE_TEMPLATES,
+) -> list[tuple[str, str | None]]:
+    """Like :func:`sample_prompted_nouns`, with the noun of each prompt (``None`` for a padding caption copy)."""
     if k < 0:
         raise ValueError(f"k must be >= 0, got {k}")
     if not templates:
@@ -501,11 +512,11 @@ def sample_prompted_nouns(
     generator = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
     nouns = extract(caption) if k > 0 else []
     n_pick = min(k, len(nouns))
-    prompts: list[str] = []
+    prompts: list[tuple[str, str | None]] = []
     if n_pick:
         picked = generator.choice(len(nouns), size=n_pick, replace=False)
         for idx in picked.tolist():
             template = templates[int(generator.integers(len(templates)))]
-            prompts.append(template.format(nouns[idx]))
-    prompts.extend([caption] * (k - n_pick))
+            prompts.append((template.format(nouns[idx]), nouns[idx]))
+    prompts.extend([(caption, None)] * (k - n_pick))
     return prompts
