@@ -46,6 +46,8 @@ SUBCOMMANDS: dict[str, Subcommand] = {
     "pretrain": Subcommand("groupvit.train", "main", "pretrain GroupViT on image-caption pairs (Accelerate)"),
     "evaluate": Subcommand("groupvit.evaluation", "main", "zero-shot segmentation mIoU on a dataset protocol"),
     "push": Subcommand("groupvit.hub", "push_main", "push a saved model folder to the Hugging Face Hub"),
+    "app": Subcommand("groupvit.app", "main", "serve a web page (Gradio) for zero-shot segmentation"),
+    "export-onnx": Subcommand("groupvit.onnx_export", "export_onnx_main", "export the image and text towers to ONNX"),
 }
 
 
