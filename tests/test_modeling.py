@@ -246,3 +246,40 @@ def test_from_pretrained_hub_id_offline(tiny_checkpoint, tmp_path):
     result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "OK (1, 1)" in result.stdout
+
+
+def test_semantic_targets_and_group_pooling_reach_the_loss(text_inputs, pixel_values):
+    from groupvit.loss import groupvit_loss
+
+    config = tiny_config(multi_label_target="semantic", multi_label_group_pooling="max")
+    model = randomize_(groupvit.GroupViTModel(config), std=0.1).eval()
+    prompts = torch.tensor([[[49406, 320, 2368, 49407], [49406, 320, 1929, 49407]]] * 2)
+    noun_ids = torch.tensor([[7, 8], [7, -1]])
+    out = model(
+        **text_inputs,
+        pixel_values=pixel_values[:2],
+        return_loss=True,
+        prompt_input_ids=prompts,
+        prompt_noun_ids=noun_ids,
+    )
+    with torch.no_grad():
+        vision = model.vision_model(pixel_values[:2])
+        image = model.visual_projection(vision.pooler_output)
+        groups = model.get_group_embeddings(vision.last_hidden_state)
+        caption = model.get_text_features(**text_inputs).pooler_output
+        prompt = model.get_text_features(prompts.reshape(4, 4)).pooler_output.reshape(2, 2, -1)
+    expected = groupvit_loss(
+        image,
+        caption,
+        model.logit_scale,
+        prompt,
+        model.multi_label_logit_scale,
+        multi_label_image_embeds=groups,
+        multi_label_target="semantic",
+        noun_ids=noun_ids,
+    )
+    torch.testing.assert_close(out.multi_label_loss, expected.multi_label_loss, atol=1e-5, rtol=1e-5)
+    paper = groupvit_loss(image, caption, model.logit_scale, prompt, model.multi_label_logit_scale)
+    assert not torch.isclose(out.multi_label_loss, paper.multi_label_loss)
+    with pytest.raises(ValueError, match="multi_label_group_pooling"):
+        tiny_config(multi_label_group_pooling="sum")
