@@ -19,7 +19,7 @@ demo: venv
 	$(BIN)/groupvit demo --output demo_output
 
 test: venv
-	$(BIN)/pip install -q -e ".[dev]"
+	$(BIN)/pip install -q -e ".[dev,browser]"
 	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -n 2 --durations=15
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .

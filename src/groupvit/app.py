@@ -1,0 +1,426 @@
+"""A Gradio page for zero-shot segmentation: upload an image, type labels, see the overlay and one mask per label.
+
+`groupvit app` and `python app/app.py` (the Hugging Face Space entry) serve it; both call :func:`main`. The page runs
+the `zero-shot-image-segmentation` pipeline, so it shows exactly what `pipeline(...)` returns.
+
+    groupvit app                          # the shipped demo model (or a random stand-in), http://127.0.0.1:7860
+    groupvit app --model nvidia/groupvit-gcc-yfcc --port 8080
+
+Gradio is an optional dependency (`pip install "groupvit[app]"`); this module imports it only inside the functions
+that build the page, so that :class:`SegmentationApp` (the page's callback) can be used and tested without it.
+
+Example:
+    ```python
+    >>> import PIL.Image
+    >>> import groupvit
+    >>> from transformers import pipeline
+    >>> from groupvit.app import SegmentationApp
+    >>> model = groupvit.GroupViTModel(groupvit.GroupViTConfig.from_preset("groupvit-tiny"))
+    >>> segmenter = pipeline(
+    ...     "zero-shot-image-segmentation", model=model, processor=groupvit.GroupViTProcessor.from_bundled(32)
+    ... )
+    >>> app = SegmentationApp(segmenter)
+    >>> picture, masks, status = app.segment(PIL.Image.new("RGB", (48, 40)), "cat, dog", 0.5, True, "a photo of a {}.")
+    >>> picture.width >= 48, len(masks) >= 1
+    (True, True)
+    >>> app.segment(None, "cat", 0.5, True, "a photo of a {}.")[2]
+    '**Error:** Upload an image or pick an example first.'
+
+    ```
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import PIL.Image
+
+from .visualization import label_colors, overlay
+
+if TYPE_CHECKING:  # pragma: no cover
+    import gradio
+    from transformers import Pipeline
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "MAX_IMAGE_SIDE",
+    "MAX_LABELS",
+    "TEMPLATES",
+    "InputError",
+    "SegmentationApp",
+    "build_demo",
+    "main",
+    "parse_labels",
+    "write_examples",
+]
+
+MAX_IMAGE_SIDE = 4096
+MAX_LABELS = 32
+# prompt templates offered in the dropdown (the first is the default); the list is from CLIP's ImageNet prompts
+TEMPLATES = (
+    "a photo of a {}.",
+    "itap of a {}.",
+    "a photo of the small {}.",
+    "a photo of the large {}.",
+    "a bad photo of a {}.",
+    "a cropped photo of the {}.",
+    "a rendering of a {}.",
+    "{}",
+)
+# the results are shown with their long side between these (px); see _for_display
+_DISPLAY_SIDE = 384
+_MAX_DISPLAY_SIDE = 1024
+_EXAMPLE_SPEC = "objects"
+_EXAMPLE_SIZE = 64
+
+
+class InputError(ValueError):
+    """Input the page rejects with a message (no image, bad labels, an image too large)."""
+
+
+def parse_labels(text: str | None) -> list[str]:
+    """Split comma-separated label names, e.g. `"cat, dog ,grass"` -> `["cat", "dog", "grass"]`.
+
+    Blank entries (`"cat,,dog"`, a trailing comma) are dropped.
+
+    Raises:
+        InputError: No label, more than :data:`MAX_LABELS`, or a duplicate. Duplicates are found ignoring case
+            because the CLIP tokenizer lower-cases, so "Cat" and "cat" would be the same prompt.
+    """
+    labels = [label.strip() for label in (text or "").split(",")]
+    labels = [label for label in labels if label]
+    if not labels:
+        raise InputError('type at least one label, e.g. "cat, dog, grass".')
+    if len(labels) > MAX_LABELS:
+        raise InputError(f"at most {MAX_LABELS} labels, got {len(labels)}.")
+    seen: dict[str, str] = {}
+    for label in labels:
+        key = label.casefold()
+        if key in seen:
+            raise InputError(f'duplicate label "{label}" (same as "{seen[key]}"); give each label once.')
+        seen[key] = label
+    return labels
+
+
+def _check_image(image: Any) -> PIL.Image.Image:
+    if image is None:
+        raise InputError("upload an image or pick an example first.")
+    if isinstance(image, np.ndarray):
+        image = PIL.Image.fromarray(image)
+    if not isinstance(image, PIL.Image.Image):
+        raise InputError(f"expected an image, got {type(image).__name__}.")
+    if max(image.size) > MAX_IMAGE_SIDE:
+        raise InputError(
+            f"the image is {image.width}x{image.height} px; the largest side may be at most {MAX_IMAGE_SIDE} px. "
+            "Resize it and try again."
+        )
+    if min(image.size) < 1:
+        raise InputError("the image is empty.")
+    return image.convert("RGB")
+
+
+def _for_display(image: PIL.Image.Image) -> PIL.Image.Image:
+    """The image scaled so that its long side lies in `[_DISPLAY_SIDE, _MAX_DISPLAY_SIDE]`: small images are enlarged
+    (nearest, so pixels stay sharp) to keep the legend legible, large ones shrunk to keep the page's PNGs small."""
+    long_side = max(image.size)
+    if _DISPLAY_SIDE <= long_side <= _MAX_DISPLAY_SIDE:
+        return image
+    scale = (_DISPLAY_SIDE if long_side < _DISPLAY_SIDE else _MAX_DISPLAY_SIDE) / long_side
+    size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+    resample = PIL.Image.Resampling.NEAREST if scale > 1 else PIL.Image.Resampling.BILINEAR
+    return image.resize(size, resample)
+
+
+def _default_options(segmenter: Pipeline) -> dict[str, Any]:
+    """Pipeline options suited to the model: small models trained at low resolution (like the demo model, 64 px)
+    see the whole image resized to their training size, as `groupvit demo` does; others use the original protocol
+    (short side 448, 448/224 sliding windows)."""
+    image_size = int(segmenter.model.config.vision_config.image_size)
+    if image_size < 224:
+        return {"mode": "whole", "short_side": image_size}
+    return {}
+
+
+class SegmentationApp:
+    """The page's callback around a `zero-shot-image-segmentation` pipeline; usable without Gradio.
+
+    Args:
+        segmenter: The pipeline (see :mod:`groupvit.pipeline_zero_shot_segmentation`).
+        options: Extra pipeline arguments for every call (default: :func:`_default_options` of the model, i.e. whole
+            image at the training resolution for models trained below 224 px).
+        alpha: Opacity of the label colours in the overlay.
+    """
+
+    def __init__(self, segmenter: Pipeline, options: dict[str, Any] | None = None, alpha: float = 0.5) -> None:
+        self.segmenter = segmenter
+        self.options = _default_options(segmenter) if options is None else dict(options)
+        self.alpha = alpha
+        # the pipeline keeps per-call state (label embeddings), so calls from Gradio's worker threads take turns
+        self._lock = threading.Lock()
+
+    def segment(
+        self,
+        image: Any,
+        labels_text: str | None,
+        background_threshold: float | None,
+        use_background: bool,
+        template: str | None,
+    ) -> tuple[PIL.Image.Image | None, list[tuple[PIL.Image.Image, str]], str]:
+        """Segment `image` into the comma-separated labels.
+
+        Args:
+            image: A PIL image or `(H, W, 3)` array (None when nothing was uploaded).
+            labels_text: Comma-separated label names.
+            background_threshold: Threshold of the background class in `[0, 1]`.
+            use_background: Add the background class; False ignores `background_threshold`.
+            template: Prompt template with `{}` for the label.
+
+        Returns:
+            The overlay with its legend (None on error), a gallery of `(cutout, caption)` pairs, one per label found
+            (the image inside the label's mask, darkened outside), and a Markdown status line: what was found, or
+            `**Error:** ...` for bad input. Never raises for bad input.
+        """
+        try:
+            picture = _check_image(image)
+            labels = parse_labels(labels_text)
+            threshold = float(background_threshold) if use_background and background_threshold is not None else None
+            if use_background and background_threshold is None:
+                raise InputError("choose a background threshold or untick the background class.")
+            template = (template or "").strip() or TEMPLATES[0]
+            if "{}" not in template:
+                raise InputError(f'the prompt template must contain "{{}}" where the label goes, got "{template}".')
+            start = time.perf_counter()
+            with self._lock:
+                entries = self.segmenter(
+                    picture,
+                    candidate_labels=labels,
+                    hypothesis_template=template,
+                    background_threshold=threshold,
+                    **self.options,
+                )
+            seconds = time.perf_counter() - start
+        except ValueError as error:  # InputError, and the pipeline's own validation (e.g. a label "background")
+            return None, [], f"**Error:** {_sentence(str(error))}"
+        except Exception as error:  # noqa: BLE001 - the page shows a message instead of a stack trace
+            logger.exception("segmentation failed")
+            return None, [], f"**Error:** segmentation failed ({type(error).__name__}: {error})."
+        return self._render(picture, labels, threshold is not None, entries, seconds)
+
+    def _render(
+        self,
+        image: PIL.Image.Image,
+        labels: list[str],
+        with_background: bool,
+        entries: list[dict[str, Any]],
+        seconds: float,
+    ) -> tuple[PIL.Image.Image, list[tuple[PIL.Image.Image, str]], str]:
+        from .segmentation import BACKGROUND_LABEL
+
+        # colours follow the candidate order (background last), so a label keeps its colour across runs
+        names = [*labels, BACKGROUND_LABEL] if with_background else list(labels)
+        background_index = len(labels) if with_background else None
+        label_map = np.zeros((image.height, image.width), dtype=np.int64)  # (H, W)
+        for entry in entries:
+            label_map[np.asarray(entry["mask"]) > 127] = names.index(entry["label"])
+        display = _for_display(image)
+        picture = overlay(display, label_map, names, alpha=self.alpha, background_index=background_index)
+        colors = label_colors(len(names), background_index)
+        gallery, found = [], []
+        for entry in entries:
+            index = names.index(entry["label"])
+            mask = label_map == index
+            share = float(mask.mean())
+            found.append(f"{entry['label']} {100 * share:.1f} %")
+            shown = np.asarray(display, dtype=np.float32)  # (h, w, 3)
+            inside = np.asarray(PIL.Image.fromarray(mask).resize(display.size, PIL.Image.Resampling.NEAREST))
+            tint = colors[index].astype(np.float32)
+            shown = np.where(inside[..., None], shown, 0.25 * shown + 0.15 * tint)
+            cutout = PIL.Image.fromarray(np.clip(shown + 0.5, 0, 255).astype(np.uint8))
+            gallery.append((cutout, f"{entry['label']}: {100 * share:.1f} % of pixels, score {entry['score']:.2f}"))
+        present = {entry["label"] for entry in entries}
+        missing = [label for label in labels if label not in present]
+        status = (
+            f"**{len(labels) - len(missing)} of {len(labels)} labels found** in the {image.width}x{image.height} "
+            f"image ({seconds:.2f} s): " + ", ".join(found)
+        )
+        if missing:
+            status += f". Not found: {', '.join(missing)}."
+        return picture, gallery, status
+
+
+def _sentence(message: str) -> str:
+    """`"duplicate label x"` -> `"Duplicate label x."`"""
+    message = message.strip()
+    message = message[:1].upper() + message[1:]
+    return message if message.endswith((".", "!", "?")) else message + "."
+
+
+def write_examples(directory: str | Path, num_examples: int = 4) -> list[Path]:
+    """Write the first `num_examples` images of the synthetic `objects` test split as PNGs, `example_{i}.png`.
+
+    The images are deterministic (see :mod:`groupvit.data.synthetic`); `app/examples/` holds the same four.
+
+    Returns:
+        The paths written, in order.
+    """
+    from .data.synthetic import make_split
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for index, sample in enumerate(make_split(_EXAMPLE_SPEC, "test", num_examples, _EXAMPLE_SIZE)):
+        path = directory / f"example_{index}.png"
+        sample.image.save(path, optimize=True)
+        paths.append(path)
+    return paths
+
+
+def _example_labels() -> str:
+    from .data.synthetic import get_spec
+
+    return ", ".join(get_spec(_EXAMPLE_SPEC).class_names)
+
+
+def _load_pipeline(model: str, device: str | None) -> tuple[Pipeline, dict[str, Any], str]:
+    from transformers import pipeline
+
+    from .demo_model import DEMO_NAME, demo_directory, resolve_model
+    from .pipeline_zero_shot_segmentation import TASK
+
+    path, settings = resolve_model(model)
+    if model == DEMO_NAME and Path(path) != demo_directory():
+        note = (
+            "⚠️ This checkout has no trained demo model: a **randomly initialised** model stands in, so the "
+            "segments are noise. Pass `--model` to use a trained one."
+        )
+    else:
+        note = f"Model: `{model}`" + (f" (`{path}`)" if path != model else "")
+    return pipeline(TASK, model=path, device=device or "cpu"), settings, note
+
+
+def build_demo(
+    model: str | Pipeline = "demo",
+    examples: Sequence[str | Path] | None = None,
+    device: str | None = None,
+    options: dict[str, Any] | None = None,
+    default_labels: str | None = None,
+    background_threshold: float | None = None,
+) -> gradio.Blocks:
+    """Build the page (not launched).
+
+    Args:
+        model: A model directory, Hub id, `"demo"` (the shipped demo model, or a random stand-in with a warning on
+            the page) or a ready `zero-shot-image-segmentation` pipeline.
+        examples: Image files offered as examples (default: four synthetic test images written to a temporary
+            directory by :func:`write_examples`; an empty list shows none).
+        device: Torch device for a model loaded here (default cpu).
+        options: Extra pipeline arguments (see :class:`SegmentationApp`).
+        default_labels: Initial text of the labels box (default: the synthetic `objects` classes).
+        background_threshold: Initial background threshold (default: the model's `demo.json` setting, else 0.5).
+
+    Returns:
+        A `gradio.Blocks`; call `.launch()` on it.
+    """
+    import gradio as gr
+
+    if isinstance(model, str):
+        segmenter, settings, note = _load_pipeline(model, device)
+    else:
+        name = getattr(getattr(model, "model", None), "name_or_path", "") or type(model).__name__
+        segmenter, settings, note = model, {}, f"Model: `{name}`"
+    if background_threshold is None:
+        background_threshold = float(settings.get("background_threshold", 0.5))
+    if examples is None:
+        examples = write_examples(Path(tempfile.gettempdir()) / "groupvit-app-examples")
+    app = SegmentationApp(segmenter, options=options)
+
+    with gr.Blocks(title="GroupViT zero-shot segmentation", analytics_enabled=False) as demo:
+        gr.Markdown(
+            "# GroupViT: zero-shot segmentation\n"
+            "Semantic segmentation from text supervision ([Xu et al., CVPR 2022](https://arxiv.org/abs/2202.11094)): "
+            "type the names of what to find, comma-separated. Every pixel goes to the best-matching label, or to "
+            "*background* when no label scores above the threshold.\n\n" + note
+        )
+        with gr.Row():
+            with gr.Column():
+                image = gr.Image(type="pil", image_mode="RGB", label="Image", elem_id="input-image", height=320)
+                labels = gr.Textbox(
+                    value=default_labels if default_labels is not None else _example_labels(),
+                    label="Labels (comma-separated)",
+                    placeholder="cat, dog, grass",
+                    elem_id="labels",
+                )
+                with gr.Row():
+                    use_background = gr.Checkbox(value=True, label="Background class", elem_id="use-background")
+                    threshold = gr.Slider(
+                        0.0, 1.0, value=background_threshold, step=0.05, label="Background threshold"
+                    )
+                template = gr.Dropdown(
+                    choices=list(TEMPLATES),
+                    value=TEMPLATES[0],
+                    allow_custom_value=True,
+                    label="Prompt template ({} is the label)",
+                    elem_id="template",
+                )
+                submit = gr.Button("Segment", variant="primary", elem_id="submit")
+                if examples:
+                    gr.Examples(examples=[[str(path)] for path in examples], inputs=[image], cache_examples=False)
+            with gr.Column():
+                status = gr.Markdown(elem_id="status")
+                result = gr.Image(type="pil", format="png", label="Overlay", interactive=False, elem_id="overlay")
+                masks = gr.Gallery(
+                    label="Masks", format="png", columns=4, fit_columns=False, height="auto", elem_id="masks"
+                )
+        use_background.change(lambda on: gr.update(interactive=on), inputs=use_background, outputs=threshold)
+        inputs = [image, labels, threshold, use_background, template]
+        submit.click(app.segment, inputs=inputs, outputs=[result, masks, status], api_name="segment")
+        labels.submit(app.segment, inputs=inputs, outputs=[result, masks, status], api_name=False)
+    return demo
+
+
+def parse_args(argv: list[str] | None = None, examples: Sequence[str | Path] | None = None) -> argparse.Namespace:
+    """Arguments of `groupvit app`."""
+    parser = argparse.ArgumentParser(
+        prog="groupvit app",
+        description="Serve a web page for zero-shot segmentation: upload an image, type labels, see the masks.",
+    )
+    parser.add_argument("--model", default="demo", help='model directory or Hub id (default "demo": the shipped one)')
+    parser.add_argument(
+        "--host", default=None, help="address to listen on (default: $GRADIO_SERVER_NAME or 127.0.0.1)"
+    )
+    parser.add_argument("--port", type=int, default=None, help="port (default: $GRADIO_SERVER_PORT or 7860)")
+    parser.add_argument("--device", default=None, help="torch device (default cpu)")
+    parser.add_argument("--examples", nargs="*", metavar="IMAGE", help="example images (default: synthetic ones)")
+    parser.add_argument("--labels", default=None, help="initial labels text (default: the synthetic classes)")
+    args = parser.parse_args(argv)
+    if args.examples is None and examples is not None:
+        args.examples = list(examples)
+    return args
+
+
+def main(argv: list[str] | None = None, examples: Sequence[str | Path] | None = None) -> int:
+    """Entry point of `groupvit app` (and of `app/app.py`, which passes its bundled `examples`).
+
+    Returns:
+        0 once the server stops (Ctrl-C), 2 without gradio.
+    """
+    args = parse_args(argv, examples)
+    try:
+        import gradio  # noqa: F401
+    except ModuleNotFoundError:
+        print('groupvit app: error: the page needs gradio: pip install "groupvit[app]"', file=sys.stderr)
+        return 2
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    demo = build_demo(args.model, examples=args.examples, device=args.device, default_labels=args.labels)
+    demo.launch(server_name=args.host, server_port=args.port)
+    return 0

@@ -1,0 +1,215 @@
+"""The Gradio page: its callback (results and the messages for bad input, no browser), the Space files, and the page
+itself driven in headless Chromium with Playwright."""
+
+import configparser
+import importlib.metadata
+import importlib.util
+import io
+import re
+import socket
+import sys
+from pathlib import Path
+
+import numpy as np
+import PIL.Image
+import pytest
+import yaml
+from transformers import pipeline
+
+from groupvit.app import MAX_IMAGE_SIDE, InputError, SegmentationApp, parse_labels, write_examples
+from groupvit.app import main as app_main
+from groupvit.cli import SUBCOMMANDS
+from groupvit.cli import main as cli_main
+from groupvit.data.synthetic import make_split
+from groupvit.demo_model import demo_directory
+from groupvit.pipeline_zero_shot_segmentation import TASK
+
+ROOT = Path(__file__).resolve().parents[1]
+APP = ROOT / "app"
+SCREENSHOT = ROOT / "docs" / "app_screenshot.png"
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+TEMPLATE = "a photo of a {}."
+
+
+@pytest.fixture(scope="module")
+def segmenter(tiny_checkpoint):
+    return pipeline(TASK, model=tiny_checkpoint, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def app(segmenter) -> SegmentationApp:
+    return SegmentationApp(segmenter)
+
+
+@pytest.fixture(scope="module")
+def image() -> PIL.Image.Image:
+    return make_split("objects", "test", 1, 64)[0].image
+
+
+def test_segment_returns_overlay_masks_and_status(app, image):
+    picture, gallery, status = app.segment(image, "sun, leaf ,fish,", 0.5, True, "itap of a {}.")
+    assert isinstance(picture, PIL.Image.Image) and picture.mode == "RGB"
+    assert picture.width == 384 and picture.height > 384  # upscaled for display, legend strip below
+    assert 1 <= len(gallery) <= 4  # the three labels and background, those that win pixels
+    for cutout, caption in gallery:
+        assert cutout.size == (384, 384)
+        assert re.fullmatch(r"(sun|leaf|fish|background): \d+\.\d % of pixels, score -?\d+\.\d\d", caption)
+    assert re.match(r"\*\*\d of 3 labels found\*\* in the 64x64 image \(\d+\.\d\d s\): ", status)
+    shares = [float(share) for share in re.findall(r"(\d+\.\d) %", status)]
+    assert sum(shares) == pytest.approx(100.0, abs=0.3)
+
+
+def test_without_background_every_pixel_gets_a_label(app, image):
+    _, gallery, status = app.segment(image, "background, sun", 0.9, False, TEMPLATE)  # "background" is a label here
+    assert "Error" not in status
+    assert {caption.split(":")[0] for _, caption in gallery} <= {"background", "sun"}
+
+
+def test_large_image_is_accepted_up_to_the_limit(app):
+    picture, _, status = app.segment(
+        PIL.Image.new("RGB", (MAX_IMAGE_SIDE, 8), (90, 140, 60)), "grass", 0.5, True, None
+    )
+    assert picture is not None, status
+
+
+@pytest.mark.parametrize(
+    ("image_arg", "labels", "use_background", "template", "message"),
+    [
+        (None, "cat", True, TEMPLATE, "Upload an image or pick an example first."),
+        ("ok", "", True, TEMPLATE, "Type at least one label"),
+        ("ok", " , ,", True, TEMPLATE, "Type at least one label"),
+        ("ok", "cat, dog, Cat", True, TEMPLATE, 'Duplicate label "Cat" (same as "cat")'),
+        ("ok", ",".join(f"l{i}" for i in range(40)), True, TEMPLATE, "At most 32 labels, got 40."),
+        ("huge", "cat", True, TEMPLATE, f"the largest side may be at most {MAX_IMAGE_SIDE} px"),
+        ("ok", "cat", True, "a photo of a cat.", 'The prompt template must contain "{}"'),
+        ("ok", "cat, background", True, TEMPLATE, "'background' is reserved for the background class"),
+        ("text", "cat", True, TEMPLATE, "Expected an image, got str."),
+    ],
+)
+def test_bad_input_shows_a_message(app, image, image_arg, labels, use_background, template, message):
+    images = {"ok": image, "huge": PIL.Image.new("RGB", (MAX_IMAGE_SIDE + 1, 8)), "text": "cat.jpg", None: None}
+    picture, gallery, status = app.segment(images[image_arg], labels, 0.5, use_background, template)
+    assert picture is None and gallery == []
+    assert status.startswith("**Error:** ") and message in status
+    assert "Traceback" not in status
+
+
+def test_unexpected_failure_is_a_message_not_a_traceback(image):
+    def broken(*args, **kwargs):
+        raise RuntimeError("out of memory")
+
+    picture, gallery, status = SegmentationApp(broken, options={}).segment(image, "cat", 0.5, True, TEMPLATE)
+    assert (picture, gallery) == (None, [])
+    assert status == "**Error:** segmentation failed (RuntimeError: out of memory)."
+
+
+def test_parse_labels():
+    assert parse_labels(" cat,dog ,, grass ,") == ["cat", "dog", "grass"]
+    with pytest.raises(InputError, match="at least one label"):
+        parse_labels(None)
+
+
+def test_bundled_examples_are_the_synthetic_test_images(tmp_path):
+    committed = sorted((APP / "examples").glob("*.png"))
+    assert [path.name for path in committed] == [f"example_{i}.png" for i in range(4)]
+    assert sum(path.stat().st_size for path in committed) < 50_000
+    for fresh, stored in zip(write_examples(tmp_path), committed, strict=True):
+        assert np.array_equal(np.asarray(PIL.Image.open(fresh)), np.asarray(PIL.Image.open(stored)))
+
+
+def test_space_files():
+    text = (APP / "README.md").read_text()
+    header = yaml.safe_load(text.split("---")[1])
+    assert header["sdk"] == "gradio" and (APP / header["app_file"]).is_file()
+    assert {"title", "emoji", "colorFrom", "colorTo", "sdk_version", "license"} <= set(header)
+    if importlib.util.find_spec("gradio") is not None:
+        assert header["sdk_version"] == importlib.metadata.version("gradio")
+    # the Space installs the package's dependencies from its own requirements.txt
+    setup = configparser.ConfigParser()
+    setup.read(ROOT / "setup.cfg")
+    required = {
+        re.split(r"[<>=!~ ]", line.strip())[0].lower() for line in setup["options"]["install_requires"].split()
+    }
+    required.discard("")
+    lines = (APP / "requirements.txt").read_text().splitlines()
+    listed = {re.split(r"[<>=!~ ]", line)[0].lower() for line in lines if line and not line.startswith(("#", "-"))}
+    assert {name.replace("-", "_") for name in required} <= {name.replace("-", "_") for name in listed}
+    assert "gradio" in listed
+
+
+def test_cli_has_the_app_subcommand(capsys):
+    assert (SUBCOMMANDS["app"].module, SUBCOMMANDS["app"].function) == ("groupvit.app", "main")
+    with pytest.raises(SystemExit) as exit_info:
+        cli_main(["app", "--help"])
+    assert exit_info.value.code == 0 and "--model" in capsys.readouterr().out
+
+
+def test_app_without_gradio_says_how_to_install_it(monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "gradio", None)  # makes `import gradio` fail
+    assert app_main(["--model", "unused"]) == 2
+    assert 'pip install "groupvit[app]"' in capsys.readouterr().err
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_page_in_headless_chromium(tiny_checkpoint):
+    if not CHROMIUM.exists():
+        pytest.skip(f"{CHROMIUM} is missing (Debian: apt-get install chromium)")
+    if importlib.util.find_spec("playwright") is None or importlib.util.find_spec("gradio") is None:
+        pytest.skip('playwright or gradio is not installed (pip install -e ".[dev,app]")')
+    from playwright.sync_api import sync_playwright
+
+    from groupvit.app import build_demo
+
+    # the trained demo model once one ships (a meaningful screenshot), else the tiny random one (fast)
+    if (demo_directory() / "model.safetensors").exists():
+        model = "demo"
+    else:
+        model = pipeline(TASK, model=tiny_checkpoint, device="cpu")  # its own copy: renamed for the page
+        model.model.name_or_path = "groupvit-tiny with random weights (test model: the segments are noise)"
+    examples = sorted((APP / "examples").glob("*.png"))
+    demo = build_demo(model, examples=examples, default_labels="sun, leaf")
+    port = _free_port()
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    try:
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+            try:
+                page = browser.new_page(viewport={"width": 1280, "height": 900})
+                page.set_default_timeout(30_000)
+                page.goto(f"http://127.0.0.1:{port}/", wait_until="domcontentloaded")
+                page.locator("#input-image input[type=file]").set_input_files(str(examples[1]))
+                page.locator("#input-image img").first.wait_for()
+                page.locator("#labels textarea").fill("sun, leaf, brick, ball, fish, flower, tree, mushroom")
+                page.locator("#submit").click()
+                page.wait_for_function(
+                    "() => { const img = document.querySelector('#overlay img');"
+                    " return img !== null && img.complete && img.naturalWidth > 0; }"
+                )
+                source = page.locator("#overlay img").first.get_attribute("src")
+                response = page.request.get(source if "://" in source else f"http://127.0.0.1:{port}{source}")
+                assert response.ok, response.status
+                overlay = PIL.Image.open(io.BytesIO(response.body()))
+                assert overlay.format == "PNG" and overlay.width == 384 and overlay.height > 384
+                assert "labels found" in page.locator("#status").inner_text()
+                page.locator("#masks img").first.wait_for()
+                SCREENSHOT.parent.mkdir(exist_ok=True)
+                page.screenshot(path=str(SCREENSHOT), full_page=True)
+            finally:
+                browser.close()
+    finally:
+        demo.close()
+    assert PIL.Image.open(SCREENSHOT).size[0] == 1280
