@@ -344,3 +344,18 @@ def test_multi_label_group_max_pooling_hand_computed():
         -math.log(math.exp(2) / (math.exp(2) + math.exp(0))) - math.log(math.exp(2) / (math.exp(2) + math.exp(2)))
     )
     assert loss.item() == pytest.approx(0.5 * (image_side + text_side), rel=1e-6)
+
+
+def test_group_diversity_loss_hand_computed():
+    from groupvit.loss import group_diversity_loss
+
+    uniform = torch.full((1, 4, 6), 0.25)  # every token spread evenly: usage uniform -> 0
+    collapsed = torch.zeros(1, 4, 6)
+    collapsed[:, 0] = 1.0  # one group takes every token -> 1
+    half = torch.zeros(1, 4, 6)
+    half[:, 0, :3] = 1.0
+    half[:, 1, 3:] = 1.0  # two groups share the tokens: usage (.5, .5, 0, 0) -> 1 - log 2 / log 4 = 0.5
+    assert group_diversity_loss([uniform]).item() == pytest.approx(0.0, abs=1e-6)
+    assert group_diversity_loss([collapsed]).item() == pytest.approx(1.0, abs=1e-6)
+    assert group_diversity_loss([half]).item() == pytest.approx(0.5, abs=1e-6)
+    assert group_diversity_loss([uniform, collapsed]).item() == pytest.approx(0.5, abs=1e-6)

@@ -233,6 +233,8 @@ class GroupViTConfig(PreTrainedConfig):
         multi_label_group_pooling: `"mean"` (paper: prompts are matched against the image embedding, the mean of
             the segment tokens) or `"max"` (against the best-matching projected segment token, which trains the
             group embeddings that segmentation reads).
+        group_diversity_loss_weight: Weight of an anti-collapse term (not in the paper, 0 disables it): how far each
+            image's group usage is from uniform, see `groupvit.loss.group_diversity_loss`.
 
     Example:
         ```python
@@ -258,6 +260,7 @@ class GroupViTConfig(PreTrainedConfig):
     multi_label_loss_weight: float = 1.0
     multi_label_target: str = "instance"
     multi_label_group_pooling: str = "mean"
+    group_diversity_loss_weight: float = 0.0
 
     def __post_init__(self, **kwargs: Any) -> None:
         # Older Hub configs (e.g. nvidia/groupvit-gcc-yfcc) also carry `text_config_dict`/`vision_config_dict`;
@@ -281,6 +284,10 @@ class GroupViTConfig(PreTrainedConfig):
             raise ValueError(
                 "GroupViTConfig.multi_label_group_pooling must be 'mean' or 'max', "
                 f"got {self.multi_label_group_pooling!r}"
+            )
+        if self.group_diversity_loss_weight < 0:
+            raise ValueError(
+                f"GroupViTConfig.group_diversity_loss_weight must be >= 0, got {self.group_diversity_loss_weight}"
             )
         if self.multi_label_loss_weight < 0:
             raise ValueError(

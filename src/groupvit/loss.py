@@ -36,6 +36,7 @@ sum above, so the gradient would no longer match single-process training.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -353,6 +354,31 @@ class GroupViTLossOutput:
     def to_dict(self) -> dict[str, torch.Tensor]:
         """Returns the non-``None`` fields as a dict."""
         return {k: v for k, v in vars(self).items() if v is not None}
+
+
+def group_diversity_loss(groupings: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Anti-collapse regulariser, not in the paper: how far each image's group usage is from uniform.
+
+    For every grouping stage, the usage of group ``g`` in an image is the mean over its tokens of the soft assignment
+    (softmax over groups); the loss is ``1 - H(usage) / log(G)``, averaged over images and stages: 0 when every
+    group receives the same share of tokens, 1 when one group takes them all. At small scale the image-level
+    contrastive losses are satisfied by a single group that averages the whole image (global average pooling), so
+    nothing else keeps the later stages from collapsing to one group; this term does.
+
+    Args:
+        groupings: Per stage, the soft assignment ``(B, G, N)`` (each column sums to 1 over the ``G`` groups).
+
+    Returns:
+        Scalar loss in ``[0, 1]``.
+    """
+    if not groupings:
+        raise ValueError("group_diversity_loss needs at least one grouping stage")
+    losses = []
+    for soft in groupings:
+        usage = soft.float().mean(dim=-1)  # (B, G): share of the tokens per group
+        entropy = -(usage * usage.clamp_min(1e-12).log()).sum(dim=-1)  # (B,)
+        losses.append(1.0 - entropy / math.log(soft.shape[1]))
+    return torch.stack(losses).mean()
 
 
 def groupvit_loss(

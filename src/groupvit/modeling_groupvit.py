@@ -32,7 +32,7 @@ from transformers.utils import ModelOutput
 from transformers.utils.generic import can_return_tuple
 
 from .configuration_groupvit import GroupViTConfig, GroupViTTextConfig, GroupViTVisionConfig
-from .loss import groupvit_loss
+from .loss import group_diversity_loss, groupvit_loss
 
 # --------------------------------------------------------------------------------------------------------------------
 # Outputs
@@ -56,6 +56,7 @@ class GroupViTModelOutput(ModelOutput):
             `(image_batch, num_output_groups, num_input_tokens)` of each grouping stage.
         itc_loss: Image-text contrastive part of `loss`.
         multi_label_loss: Multi-label (noun prompt) contrastive part of `loss`, when prompts were given.
+        group_diversity_loss: Anti-collapse term (unweighted), when `config.group_diversity_loss_weight > 0`.
     """
 
     loss: torch.FloatTensor | None = None
@@ -68,6 +69,7 @@ class GroupViTModelOutput(ModelOutput):
     vision_model_output: BaseModelOutputWithPooling | None = None
     itc_loss: torch.FloatTensor | None = None
     multi_label_loss: torch.FloatTensor | None = None
+    group_diversity_loss: torch.FloatTensor | None = None
 
     def to_tuple(self) -> tuple[Any, ...]:
         return tuple(v.to_tuple() if k in ("text_model_output", "vision_model_output") else v for k, v in self.items())
@@ -943,7 +945,7 @@ class GroupViTModel(GroupViTPreTrainedModel):
                 vision_outputs, text_embeds_n, logit_scale, pixel_values.shape[-2:]
             )
 
-        loss = itc_loss = multi_label_loss = None
+        loss = itc_loss = multi_label_loss = diversity_loss = None
         if return_loss:
             prompt_embeds = None
             if prompt_input_ids is not None:
@@ -966,6 +968,9 @@ class GroupViTModel(GroupViTPreTrainedModel):
                 max_logit_scale=self.config.logit_scale_max,
             )
             loss, itc_loss, multi_label_loss = losses.loss, losses.itc_loss, losses.multi_label_loss
+            if self.config.group_diversity_loss_weight > 0 and vision_outputs.attentions:
+                diversity_loss = group_diversity_loss(vision_outputs.attentions)
+                loss = loss + self.config.group_diversity_loss_weight * diversity_loss
 
         if not output_attentions:
             vision_outputs.attentions = None
@@ -987,6 +992,7 @@ class GroupViTModel(GroupViTPreTrainedModel):
             vision_model_output=vision_outputs,
             itc_loss=itc_loss,
             multi_label_loss=multi_label_loss,
+            group_diversity_loss=diversity_loss,
         )
 
     def _append_prompts(

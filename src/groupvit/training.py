@@ -581,6 +581,8 @@ def _step_logs(
     losses = {"loss": outputs.loss, "loss/itc": outputs.itc_loss}
     if outputs.multi_label_loss is not None:
         losses["loss/multi_label"] = outputs.multi_label_loss
+    if outputs.group_diversity_loss is not None:
+        losses["loss/group_diversity"] = outputs.group_diversity_loss
     # mean over processes; one collective per logging step
     values = accelerator.reduce(torch.stack([v.detach().float() for v in losses.values()]), reduction="mean")
     logs = {k: v.item() for k, v in zip(losses, values, strict=True)}
