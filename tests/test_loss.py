@@ -349,13 +349,17 @@ def test_multi_label_group_max_pooling_hand_computed():
 def test_group_diversity_loss_hand_computed():
     from groupvit.loss import group_diversity_loss
 
-    uniform = torch.full((1, 4, 6), 0.25)  # every token spread evenly: usage uniform -> 0
+    # 1 - H(usage)/log G + mean token entropy/log G, G = 4
+    uniform = torch.full((1, 4, 6), 0.25)  # balanced usage but no token decides: 1 - 1 + 1 = 1
     collapsed = torch.zeros(1, 4, 6)
-    collapsed[:, 0] = 1.0  # one group takes every token -> 1
+    collapsed[:, 0] = 1.0  # one group takes every token, confidently: 1 - 0 + 0 = 1
     half = torch.zeros(1, 4, 6)
     half[:, 0, :3] = 1.0
-    half[:, 1, 3:] = 1.0  # two groups share the tokens: usage (.5, .5, 0, 0) -> 1 - log 2 / log 4 = 0.5
-    assert group_diversity_loss([uniform]).item() == pytest.approx(0.0, abs=1e-6)
+    half[:, 1, 3:] = 1.0  # two groups, confident: 1 - log 2 / log 4 + 0 = 0.5
+    spread = torch.zeros(1, 4, 8)
+    spread[0, torch.arange(8) % 4, torch.arange(8)] = 1.0  # four groups, confident: 0
+    assert group_diversity_loss([uniform]).item() == pytest.approx(1.0, abs=1e-6)
     assert group_diversity_loss([collapsed]).item() == pytest.approx(1.0, abs=1e-6)
     assert group_diversity_loss([half]).item() == pytest.approx(0.5, abs=1e-6)
-    assert group_diversity_loss([uniform, collapsed]).item() == pytest.approx(0.5, abs=1e-6)
+    assert group_diversity_loss([spread]).item() == pytest.approx(0.0, abs=1e-6)
+    assert group_diversity_loss([half, spread]).item() == pytest.approx(0.25, abs=1e-6)

@@ -357,27 +357,31 @@ class GroupViTLossOutput:
 
 
 def group_diversity_loss(groupings: Sequence[torch.Tensor]) -> torch.Tensor:
-    """Anti-collapse regulariser, not in the paper: how far each image's group usage is from uniform.
+    """Anti-collapse regulariser, not in the paper: the (normalised) negative mutual information of tokens and groups.
 
-    For every grouping stage, the usage of group ``g`` in an image is the mean over its tokens of the soft assignment
-    (softmax over groups); the loss is ``1 - H(usage) / log(G)``, averaged over images and stages: 0 when every
-    group receives the same share of tokens, 1 when one group takes them all. At small scale the image-level
-    contrastive losses are satisfied by a single group that averages the whole image (global average pooling), so
-    nothing else keeps the later stages from collapsing to one group; this term does.
+    At small scale the image-level contrastive losses are satisfied by a single group that averages the whole image
+    (global average pooling), so nothing keeps the grouping from collapsing: the assignment logits stay near zero,
+    training assigns tokens at random through the Gumbel noise, and at inference one group takes every token. This
+    term asks each image to use its groups evenly (high entropy of the mean assignment) and each token to pick one
+    group confidently (low entropy of its own assignment), as in IIC (Ji et al., 2019):
+    `1 - H(mean_n p_n) / log G + mean_n H(p_n) / log G`, in [0, 2] (0: balanced and confident).
 
     Args:
         groupings: Per stage, the soft assignment ``(B, G, N)`` (each column sums to 1 over the ``G`` groups).
 
     Returns:
-        Scalar loss in ``[0, 1]``.
+        Scalar loss, averaged over images and stages.
     """
     if not groupings:
         raise ValueError("group_diversity_loss needs at least one grouping stage")
     losses = []
     for soft in groupings:
-        usage = soft.float().mean(dim=-1)  # (B, G): share of the tokens per group
-        entropy = -(usage * usage.clamp_min(1e-12).log()).sum(dim=-1)  # (B,)
-        losses.append(1.0 - entropy / math.log(soft.shape[1]))
+        soft = soft.float()
+        log_groups = math.log(soft.shape[1])
+        usage = soft.mean(dim=-1)  # (B, G): share of the tokens per group
+        usage_entropy = -(usage * usage.clamp_min(1e-12).log()).sum(dim=-1)  # (B,)
+        token_entropy = -(soft * soft.clamp_min(1e-12).log()).sum(dim=1).mean(dim=-1)  # (B,)
+        losses.append(1.0 - usage_entropy / log_groups + token_entropy / log_groups)
     return torch.stack(losses).mean()
 
 
