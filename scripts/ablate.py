@@ -29,28 +29,48 @@ PRESET = "objects"
 IMAGE_SIZE = 64
 
 # name -> (description, config overrides on top of the demo recipe)
+PAPER = {"group_diversity_loss_weight": 0.0}
 VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
-    "paper": ("GroupViT as in the paper: 2 grouping stages, hard (Gumbel) assignment, multi-label loss", {}),
-    "no_multi_label": ("without the multi-label loss (image-text contrastive only)", {"data.num_prompt_nouns": 0}),
+    "paper": (
+        "GroupViT as in the paper: 2 grouping stages, hard (Gumbel) assignment, multi-label loss",
+        {"model_overrides": PAPER},
+    ),
+    "no_multi_label": (
+        "paper without the multi-label loss (image-text contrastive only)",
+        {"model_overrides": PAPER, "data.num_prompt_nouns": 0},
+    ),
     "soft": (
-        "soft assignment (no Gumbel, no straight-through one-hot)",
-        {"model_overrides": {"vision_config": {"hard_assignment": False, "gumbel": False}}},
+        "paper with soft assignment (no Gumbel, no straight-through one-hot)",
+        {"model_overrides": {**PAPER, "vision_config": {"hard_assignment": False, "gumbel": False}}},
     ),
     "one_stage": (
-        "one grouping stage (8 groups)",
+        "paper with one grouping stage (8 groups)",
         {
             "model_overrides": {
-                "vision_config": {"depths": [3, 2], "num_group_tokens": [8, 0], "num_output_groups": [8, 8]}
+                **PAPER,
+                "vision_config": {"depths": [3, 2], "num_group_tokens": [8, 0], "num_output_groups": [8, 8]},
             }
         },
     ),
     "vit": (
         "no grouping: plain ViT, segmentation by patch-to-label similarity",
-        {"model_overrides": {"vision_config": {"depths": [5], "num_group_tokens": [0], "num_output_groups": [0]}}},
+        {
+            "model_overrides": {
+                **PAPER,
+                "vision_config": {"depths": [5], "num_group_tokens": [0], "num_output_groups": [0]},
+            }
+        },
     ),
-    "semantic_max": (
-        "ours: semantic multi-label targets + max-over-groups prompt matching",
-        {"multi_label_target": "semantic", "model_overrides": {"multi_label_group_pooling": "max"}},
+    "diversity": (
+        "paper + group-diversity loss (the demo recipe)",
+        {"model_overrides": {"group_diversity_loss_weight": 1.0}},
+    ),
+    "semantic_max_diversity": (
+        "demo recipe + semantic multi-label targets + max-over-groups prompt matching",
+        {
+            "multi_label_target": "semantic",
+            "model_overrides": {"group_diversity_loss_weight": 1.0, "multi_label_group_pooling": "max"},
+        },
     ),
 }
 
