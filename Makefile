@@ -18,6 +18,10 @@ demo: venv
 	$(BIN)/pip install -q -e .
 	$(BIN)/groupvit demo --output demo_output
 
+demo-train: venv
+	$(BIN)/pip install -q -e .
+	$(BIN)/groupvit demo --train --output demo_output
+
 test: venv
 	$(BIN)/pip install -q -e ".[dev,browser]"
 	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -n 2 --durations=15
@@ -27,3 +31,7 @@ test: venv
 lint:
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+
+bench: venv
+	$(BIN)/pip install -q -e ".[dev]"
+	$(BIN)/python benchmarks/bench_model.py --device auto --out benchmarks/results/latest.json

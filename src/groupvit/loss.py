@@ -157,7 +157,9 @@ def soft_target_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> tor
     Returns:
         Scalar ``mean_n sum_m -target[n, m] * log_softmax(logits)[n, m]``.
     """
-    loss = torch.sum(-target * F.log_softmax(logits, dim=-1), dim=-1)  # (N,)
+    # at least float32: under CPU bf16 autocast log_softmax would otherwise stay in bf16
+    dtype = torch.promote_types(logits.dtype, torch.float32)
+    loss = torch.sum(-target.to(dtype) * F.log_softmax(logits.to(dtype), dim=-1), dim=-1)  # (N,)
     return loss.mean()
 
 

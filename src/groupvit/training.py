@@ -470,7 +470,7 @@ def train(config: TrainingConfig) -> dict[str, Any]:
         lr=config.learning_rate * factor,
         betas=(config.adam_beta1, config.adam_beta2),
         eps=config.adam_epsilon,
-        fused=accelerator.device.type == "cuda",
+        fused=accelerator.device.type in ("cuda", "cpu"),  # fused AdamW exists on CPU since torch 2.4: ~5x faster step
     )
     warmup = config.warmup_steps if config.warmup_steps is not None else round(config.max_steps * 2 / 30)
     scheduler = get_scheduler(
