@@ -64,6 +64,7 @@ from .segmentation import (
     SegmentationOptions,
     SegmentationResult,
     _fit_to_patches,
+    encode_label_prompts,
     group_label_scores,
     pixel_label_logits,
     sliding_windows,
@@ -535,22 +536,12 @@ class OnnxGroupViTSegmenter:
             template_ensemble: `"projection_mean"` (original) or `"normalized_mean"` (default: the options').
             batch_size: Prompts per text-graph call.
         """
-        opts = self.options.replace(
-            **{k: v for k, v in (("templates", templates), ("template_ensemble", template_ensemble)) if v is not None}
-        )
-        labels = validate_labels(labels)
-        prompts = [template.format(label) for label in labels for template in opts.templates]
-        embeds = []
-        for start in range(0, len(prompts), batch_size):
-            tokens = self.tokenizer(
-                prompts[start : start + batch_size], padding=True, truncation=True, return_tensors="np"
-            )
-            embeds.append(self.run_text_model(tokens["input_ids"], tokens.get("attention_mask")))
-        # (C * T, D) -> (C, T, D)
-        embeds = torch.from_numpy(np.concatenate(embeds)).reshape(len(labels), len(opts.templates), -1)
-        if opts.template_ensemble == "normalized_mean":
-            embeds = F.normalize(embeds, dim=-1)
-        return F.normalize(embeds.mean(1), dim=-1)
+
+        def embed(prompts: list[str]) -> torch.Tensor:
+            tokens = self.tokenizer(prompts, padding=True, truncation=True, return_tensors="np")
+            return torch.from_numpy(self.run_text_model(tokens["input_ids"], tokens.get("attention_mask")))
+
+        return encode_label_prompts(embed, labels, self.options, templates, template_ensemble, batch_size)
 
     # ---- images ----------------------------------------------------------------------------------------------------
 

@@ -49,7 +49,7 @@ import json
 import logging
 import os
 from collections import defaultdict
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
@@ -82,6 +82,7 @@ __all__ = [
     "sliding_windows",
     "stage_group_maps",
     "validate_labels",
+    "encode_label_prompts",
 ]
 
 BACKGROUND_LABEL = "background"
@@ -524,6 +525,40 @@ def group_label_scores(
     return p_top * p_all, image_probs
 
 
+def encode_label_prompts(
+    embed: Callable[[list[str]], torch.Tensor],
+    labels: Sequence[str],
+    options: SegmentationOptions,
+    templates: Sequence[str] | str | None = None,
+    template_ensemble: str | None = None,
+    batch_size: int = 256,
+) -> torch.Tensor:
+    """Embed every label in every template and ensemble the templates: `(C, D)` float32, L2-normalised.
+
+    Shared by the PyTorch and the ONNX segmenters, which differ only in `embed`.
+
+    Args:
+        embed: Projected (not normalised) text embeddings `(N, D)` of a list of prompts.
+        labels: The label names.
+        options: Defaults for `templates` and `template_ensemble`.
+        templates: Templates with `{}`; several are ensembled.
+        template_ensemble: `"projection_mean"` (original: average the projections, then normalise) or
+            `"normalized_mean"` (normalise each, average, normalise).
+        batch_size: Prompts per `embed` call.
+    """
+    opts = options.replace(
+        **{k: v for k, v in (("templates", templates), ("template_ensemble", template_ensemble)) if v is not None}
+    )
+    labels = validate_labels(labels)
+    prompts = [template.format(label) for label in labels for template in opts.templates]
+    embeds = torch.cat([embed(prompts[i : i + batch_size]).float().cpu() for i in range(0, len(prompts), batch_size)])
+    # (C * T, D) -> (C, T, D)
+    embeds = embeds.reshape(len(labels), len(opts.templates), -1)
+    if opts.template_ensemble == "normalized_mean":
+        embeds = F.normalize(embeds, dim=-1)
+    return F.normalize(embeds.mean(1), dim=-1)
+
+
 def pixel_label_logits(
     pixel_group_maps: torch.Tensor,
     group_scores: torch.Tensor,
@@ -724,26 +759,16 @@ class GroupViTSegmenter:
             template_ensemble: `"projection_mean"` (original) or `"normalized_mean"` (default: the options').
             batch_size: Prompts per text-model call.
         """
-        opts = self.options.replace(
-            **{k: v for k, v in (("templates", templates), ("template_ensemble", template_ensemble)) if v is not None}
-        )
-        labels = validate_labels(labels)
-        prompts = [template.format(label) for label in labels for template in opts.templates]
-        embeds = []
+
+        def embed(prompts: list[str]) -> torch.Tensor:
+            tokens = self.tokenizer(prompts, padding=True, truncation=True, return_tensors="pt").to(self.device)
+            output = self.model.get_text_features(
+                input_ids=tokens["input_ids"], attention_mask=tokens.get("attention_mask")
+            )
+            return output.pooler_output.float()
+
         with _eval_mode(self.model):
-            for start in range(0, len(prompts), batch_size):
-                tokens = self.tokenizer(
-                    prompts[start : start + batch_size], padding=True, truncation=True, return_tensors="pt"
-                ).to(self.device)
-                output = self.model.get_text_features(
-                    input_ids=tokens["input_ids"], attention_mask=tokens.get("attention_mask")
-                )
-                embeds.append(output.pooler_output.float())
-        # (C * T, D) -> (C, T, D)
-        embeds = torch.cat(embeds).reshape(len(labels), len(opts.templates), -1)
-        if opts.template_ensemble == "normalized_mean":
-            embeds = F.normalize(embeds, dim=-1)
-        return F.normalize(embeds.mean(1), dim=-1)
+            return encode_label_prompts(embed, labels, self.options, templates, template_ensemble, batch_size)
 
     # ---- images ----------------------------------------------------------------------------------------------------
 
