@@ -551,7 +551,7 @@ def encode_label_prompts(
     )
     labels = validate_labels(labels)
     prompts = [template.format(label) for label in labels for template in opts.templates]
-    embeds = torch.cat([embed(prompts[i : i + batch_size]).float().cpu() for i in range(0, len(prompts), batch_size)])
+    embeds = torch.cat([embed(prompts[i : i + batch_size]).float() for i in range(0, len(prompts), batch_size)])
     # (C * T, D) -> (C, T, D)
     embeds = embeds.reshape(len(labels), len(opts.templates), -1)
     if opts.template_ensemble == "normalized_mean":
