@@ -55,21 +55,12 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .modeling_groupvit import GroupViTModel
 from .segmentation import (
     GroupViTSegmenter,
     SegmentationOptions,
-    SegmentationResult,
-    _fit_to_patches,
-    encode_label_prompts,
-    group_label_scores,
-    pixel_label_logits,
-    sliding_windows,
-    stage_group_maps,
-    validate_labels,
 )
 
 logger = logging.getLogger(__name__)
@@ -438,13 +429,12 @@ def validate_onnx(
 # --------------------------------------------------------------------------------------------------------------------
 
 
-class OnnxGroupViTSegmenter:
+class OnnxGroupViTSegmenter(GroupViTSegmenter):
     """Zero-shot segmentation from an :func:`export_onnx` directory, on ONNX Runtime (no PyTorch weights needed).
 
-    The API is :class:`groupvit.segmentation.GroupViTSegmenter`'s (`segment`, `encode_labels`, `prepare_image`,
-    `predict_logits`, `finalize`, the same :class:`~groupvit.segmentation.SegmentationOptions` and
-    :class:`~groupvit.segmentation.SegmentationResult`), for `mode="whole"` and `mode="slide"`. The graphs' outputs
-    go through the same protocol functions as the PyTorch segmenter (torch on CPU for that small part).
+    A :class:`groupvit.segmentation.GroupViTSegmenter` whose text and image towers are the two ONNX graphs: it
+    overrides only how prompts and image windows are embedded, so image preparation, sliding windows, the protocol
+    and the results are the PyTorch segmenter's own code (torch on CPU for that small part).
 
     Args:
         directory: A directory written by :func:`export_onnx`.
@@ -462,11 +452,6 @@ class OnnxGroupViTSegmenter:
 
         ```
     """
-
-    # Loading, resizing and normalising an image, and turning window-averaged logits into a result, read only
-    # `image_processor` and the options: GroupViTSegmenter's own methods are shared rather than copied.
-    prepare_image = GroupViTSegmenter.prepare_image
-    finalize = GroupViTSegmenter.finalize
 
     def __init__(
         self,
@@ -494,7 +479,7 @@ class OnnxGroupViTSegmenter:
         )
         processor = _load_processor(self.directory)
         self.tokenizer, self.image_processor = processor.tokenizer, processor.image_processor
-        self.patch_size: tuple[int, int] = _square(self.metadata["patch_size"])
+        self._patch_size: tuple[int, int] = _square(self.metadata["patch_size"])
         # float32, as the PyTorch segmenter's `model.scaled(model.logit_scale.float())`
         self.logit_scale = torch.tensor(self.metadata["logit_scale"], dtype=torch.float32)
         self.image_outputs: list[str] = list(self.metadata["image_outputs"])
@@ -519,143 +504,33 @@ class OnnxGroupViTSegmenter:
         mask = np.ones_like(input_ids) if attention_mask is None else np.asarray(attention_mask, dtype=np.int64)
         return self.text_session.run(["text_embeds"], {"input_ids": input_ids, "attention_mask": mask})[0]
 
-    # ---- text ------------------------------------------------------------------------------------------------------
+    # ---- the hooks of GroupViTSegmenter ------------------------------------------------------------------------
 
-    def encode_labels(
-        self,
-        labels: Sequence[str],
-        templates: Sequence[str] | str | None = None,
-        template_ensemble: str | None = None,
-        batch_size: int = 256,
-    ) -> torch.Tensor:
-        """L2-normalised label embeddings `(C, D)` float32, as `GroupViTSegmenter.encode_labels`.
+    @property
+    def device(self) -> torch.device:
+        return torch.device("cpu")
 
-        Args:
-            labels: The label names.
-            templates: Templates with `{}` (default: the options'); several are ensembled.
-            template_ensemble: `"projection_mean"` (original) or `"normalized_mean"` (default: the options').
-            batch_size: Prompts per text-graph call.
-        """
+    @property
+    def dtype(self) -> torch.dtype:
+        return torch.float32
 
-        def embed(prompts: list[str]) -> torch.Tensor:
-            tokens = self.tokenizer(prompts, padding=True, truncation=True, return_tensors="np")
-            return torch.from_numpy(self.run_text_model(tokens["input_ids"], tokens.get("attention_mask")))
+    @property
+    def patch_size(self) -> tuple[int, int]:
+        return self._patch_size
 
-        return encode_label_prompts(embed, labels, self.options, templates, template_ensemble, batch_size)
+    def _inference_context(self) -> contextlib.AbstractContextManager:
+        return contextlib.nullcontext()
 
-    # ---- images ----------------------------------------------------------------------------------------------------
+    def _embed_prompts(self, prompts: list[str]) -> torch.Tensor:
+        tokens = self.tokenizer(prompts, padding=True, truncation=True, return_tensors="np")
+        return torch.from_numpy(self.run_text_model(tokens["input_ids"], tokens.get("attention_mask")))
 
-    def _forward_windows(
-        self, crops: torch.Tensor, text_embeds: torch.Tensor, opts: SegmentationOptions
-    ) -> tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor, ...]]:
-        """Logits `(B, K, h, w)`, image probabilities `(B, C)` and stage maps of a batch of same-size crops."""
-        height, width = crops.shape[-2:]
-        pixel_values = _fit_to_patches(crops.float(), self.patch_size)
-        grid = (pixel_values.shape[-2] // self.patch_size[0], pixel_values.shape[-1] // self.patch_size[1])
+    def _embed_windows(
+        self, pixel_values: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor, ...], torch.Tensor]:
         outputs = {name: torch.from_numpy(value) for name, value in self.run_image_model(pixel_values.numpy()).items()}
-        group_embeds = F.normalize(outputs["group_embeds"], dim=-1)
-        image_embeds = F.normalize(outputs["image_embeds"], dim=-1)
-        group_scores, image_probs = group_label_scores(
-            group_embeds, image_embeds, text_embeds, self.logit_scale, opts.top_k, opts.score_mode
-        )
-        groupings = [outputs[name] for name in self.image_outputs[2:]]
-        maps = stage_group_maps(groupings, grid, batch_size=pixel_values.shape[0])
-        # (B, G, grid_h, grid_w) -> (B, G, h, w)
-        pixel_maps = F.interpolate(maps[-1], size=(height, width), mode="bilinear", align_corners=False)
-        logits = pixel_label_logits(
-            pixel_maps, group_scores, opts.background_threshold, opts.assignment, opts.score_mode
-        )
-        return logits, image_probs, maps
-
-    @torch.inference_mode()
-    def predict_logits(
-        self,
-        pixel_values: Sequence[torch.Tensor],
-        text_embeds: torch.Tensor,
-        options: SegmentationOptions | None = None,
-    ) -> list[dict[str, Any]]:
-        """Window-averaged logits of prepared images at their resized size.
-
-        Args:
-            pixel_values: Per image `(1, 3, h, w)` from :meth:`prepare_image`.
-            text_embeds: `(C, D)` from :meth:`encode_labels`.
-            options: Options (default: the segmenter's).
-
-        Returns:
-            Per image a dict with `logits` `(K, h, w)` float32 (background last), `image_scores` `(C,)` and
-            `group_maps` (tuple of `(G_k, grid_h, grid_w)`, or None when the image took several windows).
-        """
-        opts = options or self.options
-        text_embeds = text_embeds.float().cpu()
-        num_classes = text_embeds.shape[0] + int(opts.with_background)
-        outputs = []
-        for index, values in enumerate(pixel_values):
-            if values.ndim != 4 or values.shape[0] != 1:
-                raise ValueError(f"pixel_values #{index} must have shape (1, 3, h, w), got {tuple(values.shape)}")
-            height, width = values.shape[-2:]
-            if opts.mode == "whole":
-                boxes = [(0, height, 0, width)]
-            else:
-                boxes = sliding_windows(height, width, opts.window, opts.window_stride)
-            sums = torch.zeros(num_classes, height, width)
-            counts = torch.zeros(1, height, width)
-            image_scores = torch.zeros(text_embeds.shape[0])
-            group_maps = None
-            # the windows of one image all have the same size, so they batch together
-            for start in range(0, len(boxes), opts.window_batch_size):
-                chunk = boxes[start : start + opts.window_batch_size]
-                crops = torch.cat([values[..., y1:y2, x1:x2] for y1, y2, x1, x2 in chunk])
-                logits, probs, maps = self._forward_windows(crops, text_embeds, opts)
-                for j, (y1, y2, x1, x2) in enumerate(chunk):
-                    sums[:, y1:y2, x1:x2] += logits[j]
-                    counts[:, y1:y2, x1:x2] += 1
-                    image_scores += probs[j]
-                group_maps = tuple(m[0] for m in maps)
-            outputs.append(
-                {
-                    "logits": sums / counts,
-                    "image_scores": image_scores / len(boxes),
-                    "group_maps": group_maps if len(boxes) == 1 else None,
-                }
-            )
-        return outputs
-
-    def segment(
-        self,
-        images: Any,
-        labels: Sequence[str],
-        *,
-        options: SegmentationOptions | None = None,
-        text_embeds: torch.Tensor | None = None,
-        **option_changes: Any,
-    ) -> list[SegmentationResult]:
-        """Segment one image or a list of images into `labels` (+ background), as `GroupViTSegmenter.segment`.
-
-        Args:
-            images: One image or a list (file paths, URLs, PIL images, uint8 arrays); any sizes.
-            labels: Candidate label names, embedded once for all images and windows.
-            options: Options for this call (default: the segmenter's).
-            text_embeds: Precomputed `(C, D)` normalised label embeddings (skips the text graph).
-            **option_changes: Changes to the options for this call, e.g. `background_threshold=0.95`,
-                `templates="a photo of a {}."`, `mode="whole"`.
-
-        Returns:
-            One :class:`~groupvit.segmentation.SegmentationResult` per image (`label_map` `(H, W)`, `labels`, ...).
-        """
-        opts = (options or self.options).replace(**option_changes)
-        labels = validate_labels(labels, opts.with_background)
-        images = list(images) if isinstance(images, (list, tuple)) else [images]
-        if not images:
-            raise ValueError("no images given")
-        if text_embeds is None:
-            text_embeds = self.encode_labels(labels, opts.templates, opts.template_ensemble)
-        elif text_embeds.ndim != 2 or text_embeds.shape[0] != len(labels):
-            raise ValueError(f"text_embeds must have shape ({len(labels)}, D), got {tuple(text_embeds.shape)}")
-        prepared = [self.prepare_image(image, opts) for image in images]
-        predictions = self.predict_logits([values for values, _ in prepared], text_embeds, opts)
-        return [self.finalize(p, size, labels, opts) for p, (_, size) in zip(predictions, prepared, strict=True)]
-
-    __call__ = segment
+        groupings = tuple(outputs[name] for name in self.image_outputs[2:])
+        return outputs["group_embeds"], outputs["image_embeds"], groupings, self.logit_scale
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(directory={str(self.directory)!r}, options={self.options})"

@@ -760,15 +760,22 @@ class GroupViTSegmenter:
             batch_size: Prompts per text-model call.
         """
 
-        def embed(prompts: list[str]) -> torch.Tensor:
-            tokens = self.tokenizer(prompts, padding=True, truncation=True, return_tensors="pt").to(self.device)
-            output = self.model.get_text_features(
-                input_ids=tokens["input_ids"], attention_mask=tokens.get("attention_mask")
+        with self._inference_context():
+            return encode_label_prompts(
+                self._embed_prompts, labels, self.options, templates, template_ensemble, batch_size
             )
-            return output.pooler_output.float()
 
-        with _eval_mode(self.model):
-            return encode_label_prompts(embed, labels, self.options, templates, template_ensemble, batch_size)
+    def _embed_prompts(self, prompts: list[str]) -> torch.Tensor:
+        """Projected (not normalised) text embeddings `(N, D)` float32 of a list of prompts."""
+        tokens = self.tokenizer(prompts, padding=True, truncation=True, return_tensors="pt").to(self.device)
+        output = self.model.get_text_features(
+            input_ids=tokens["input_ids"], attention_mask=tokens.get("attention_mask")
+        )
+        return output.pooler_output.float()
+
+    def _inference_context(self) -> contextlib.AbstractContextManager:
+        """Eval mode for the model (BatchNorm running statistics), restored afterwards."""
+        return _eval_mode(self.model)
 
     # ---- images ----------------------------------------------------------------------------------------------------
 
@@ -795,24 +802,41 @@ class GroupViTSegmenter:
 
     # ---- model -----------------------------------------------------------------------------------------------------
 
+    @property
+    def patch_size(self) -> tuple[int, int]:
+        return _pair(self.model.config.vision_config.patch_size)
+
+    def _embed_windows(
+        self, pixel_values: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor, ...], torch.Tensor]:
+        """Run the image tower on `(B, 3, h, w)` crops (sides multiples of the patch size).
+
+        Returns:
+            Projected, not normalised `group_embeds` `(B, G, D)` and `image_embeds` `(B, D)`, the soft groupings of
+            every stage, and the scale `s = min(exp(logit_scale), max)`.
+        """
+        model = self.model
+        vision = model.vision_model(pixel_values.to(self.dtype), interpolate_pos_encoding=True)
+        group_embeds = model.get_group_embeddings(vision.last_hidden_state)
+        image_embeds = model.visual_projection(vision.pooler_output)
+        return group_embeds, image_embeds, vision.attentions, model.scaled(model.logit_scale.float())
+
     def _forward_windows(
         self, crops: torch.Tensor, text_embeds: torch.Tensor, opts: SegmentationOptions
     ) -> tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor, ...]]:
         """Logits `(B, K, h, w)`, image probabilities `(B, C)` and stage maps of a batch of same-size crops."""
-        model = self.model
         height, width = crops.shape[-2:]
-        patch = _pair(model.config.vision_config.patch_size)
-        pixel_values = _fit_to_patches(crops.to(self.device, torch.float32), patch).to(self.dtype)
+        patch = self.patch_size
+        pixel_values = _fit_to_patches(crops.to(self.device, torch.float32), patch)
         grid = (pixel_values.shape[-2] // patch[0], pixel_values.shape[-1] // patch[1])
-        vision = model.vision_model(pixel_values, interpolate_pos_encoding=True)
+        group_embeds, image_embeds, groupings, logit_scale = self._embed_windows(pixel_values)
         # logits in float32 whatever the model dtype (bf16 softmaxes of scaled similarities lose the ranking)
-        group_embeds = F.normalize(model.get_group_embeddings(vision.last_hidden_state).float(), dim=-1)
-        image_embeds = F.normalize(model.visual_projection(vision.pooler_output).float(), dim=-1)
-        logit_scale = model.scaled(model.logit_scale.float())
+        group_embeds = F.normalize(group_embeds.float(), dim=-1)
+        image_embeds = F.normalize(image_embeds.float(), dim=-1)
         group_scores, image_probs = group_label_scores(
             group_embeds, image_embeds, text_embeds, logit_scale, opts.top_k, opts.score_mode
         )
-        maps = stage_group_maps(vision.attentions, grid, batch_size=pixel_values.shape[0])
+        maps = stage_group_maps(groupings, grid, batch_size=pixel_values.shape[0])
         maps = tuple(m.to(group_embeds.device) for m in maps)
         # (B, G, grid_h, grid_w) -> (B, G, h, w)
         pixel_maps = F.interpolate(maps[-1], size=(height, width), mode="bilinear", align_corners=False)
@@ -861,7 +885,7 @@ class GroupViTSegmenter:
             counts.append(torch.zeros(1, height, width, device=self.device))
             image_scores.append(torch.zeros(text_embeds.shape[0], device=self.device))
             group_maps.append(None)
-        with _eval_mode(self.model):
+        with self._inference_context():
             for crop_jobs in jobs.values():
                 for start in range(0, len(crop_jobs), opts.window_batch_size):
                     chunk = crop_jobs[start : start + opts.window_batch_size]
