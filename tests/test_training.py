@@ -184,3 +184,25 @@ def test_push_to_hub_uploads_the_final_folder(tmp_path, monkeypatch):
     ((folder, repo_id, kwargs),) = calls
     assert Path(folder) == tmp_path and repo_id == "me/tiny" and kwargs["revision"] == "v1"
     assert (tmp_path / "model.safetensors").exists() and (tmp_path / "README.md").exists()
+
+
+def test_init_from_keeps_the_weights_and_applies_the_run_loss_settings(tmp_path):
+    source = tmp_path / "pretrained"
+    torch.manual_seed(0)
+    groupvit.GroupViTModel(groupvit.GroupViTConfig.from_preset("groupvit-tiny")).save_pretrained(source)
+    config = load_training_config(
+        TINY_RUN,
+        {
+            "output_dir": str(tmp_path / "run"),
+            "init_from": str(source),
+            "multi_label_target": "semantic",
+            "model_overrides": {"multi_label_group_pooling": "max", "vision_config": {"gumbel": False}},
+        },
+    )
+    model = training.build_model(config)
+    assert model.config.multi_label_target == "semantic"
+    assert model.config.multi_label_group_pooling == "max"
+    assert model.config.vision_config.gumbel is False
+    expected = load_file(source / "model.safetensors")
+    loaded = model.state_dict()
+    assert all(torch.equal(loaded[name], value) for name, value in expected.items())

@@ -309,11 +309,28 @@ class GroupViTConfig(PreTrainedConfig):
         if name not in presets:
             raise ValueError(f"Unknown GroupViT preset {name!r}; available: {sorted(presets)}")
         values = json.loads((resources.files("groupvit") / "presets" / f"{name}.json").read_text())
-        for key in ("text_config", "vision_config"):
-            if key in overrides:
-                values[key] = {**values.get(key, {}), **overrides.pop(key)}
-        values.update(overrides)
-        return cls(**values)
+        return cls(**_merged(values, overrides))
+
+    def with_overrides(self, **overrides: Any) -> GroupViTConfig:
+        """A copy with `overrides` applied as in `from_preset` (`text_config`/`vision_config` merged key by key).
+
+        Example:
+            >>> config = GroupViTConfig.from_preset("groupvit-tiny")
+            >>> changed = config.with_overrides(multi_label_group_pooling="max", vision_config={"gumbel": False})
+            >>> changed.multi_label_group_pooling, changed.vision_config.gumbel, changed.vision_config.depths
+            ('max', False, [2, 2, 2])
+        """
+        return type(self)(**_merged(self.to_dict(), overrides))
+
+
+def _merged(values: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """`values` updated with `overrides`; the sub-config dicts are merged key by key."""
+    values, overrides = dict(values), dict(overrides)
+    for key in ("text_config", "vision_config"):
+        if key in overrides:
+            values[key] = {**values.get(key, {}), **overrides.pop(key)}
+    values.update(overrides)
+    return values
 
 
 def available_presets() -> list[str]:

@@ -265,12 +265,14 @@ def global_batch_size(config: TrainingConfig, num_processes: int) -> int:
 
 def build_model(config: TrainingConfig) -> GroupViTModel:
     """A fresh model from the preset (or the pretrained weights of `init_from`) with the run's loss settings."""
-    if config.init_from:
-        return GroupViTModel.from_pretrained(config.init_from)
     overrides = dict(config.model_overrides)
     overrides.setdefault("multi_label_target", config.multi_label_target)
     if config.data.num_prompt_nouns == 0:
         overrides.setdefault("multi_label_loss_weight", 0.0)
+    if config.init_from:
+        # the run's loss settings apply to the pretrained model too (architecture overrides must match its weights)
+        model_config = GroupViTConfig.from_pretrained(config.init_from).with_overrides(**overrides)
+        return GroupViTModel.from_pretrained(config.init_from, config=model_config)
     return GroupViTModel(GroupViTConfig.from_preset(config.model_preset, **overrides))
 
 
