@@ -102,6 +102,8 @@ def run_variant(name: str, args: argparse.Namespace) -> dict[str, Any]:
         "test_miou": report.mean_iou,
         "classification_accuracy": report.classification_accuracy,
         "groups_used": report.groups_used,
+        "oracle_group_miou": report.oracle_group_miou,
+        "group_label_accuracy": report.group_label_accuracy,
         "background_threshold": threshold,
         "final_loss": summary.get("loss"),
         "train_seconds": train_seconds,
@@ -112,14 +114,18 @@ def run_variant(name: str, args: argparse.Namespace) -> dict[str, Any]:
 
 def markdown_table(rows: list[dict[str, Any]]) -> str:
     lines = [
-        "| variant | test mIoU (%) | classification acc. (%) | groups used / image | threshold | train time (s) |",
-        "|---|---|---|---|---|---|",
+        "| variant | test mIoU (%) | classification acc. (%) | groups used / image | group-oracle mIoU (%) "
+        "| fg groups labelled right (%) | threshold | train time (s) |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
         groups = " / ".join(f"{g:.1f}" for g in row["groups_used"]) or "-"
+        oracle, labelled = row.get("oracle_group_miou"), row.get("group_label_accuracy")
         lines.append(
             f"| {row['variant']}: {row['description']} | {100 * row['test_miou']:.1f} | "
-            f"{100 * row['classification_accuracy']:.1f} | {groups} | {row['background_threshold']:.2f} | "
+            f"{100 * row['classification_accuracy']:.1f} | {groups} | "
+            f"{'-' if oracle is None else f'{100 * oracle:.1f}'} | "
+            f"{'-' if labelled is None else f'{100 * labelled:.1f}'} | {row['background_threshold']:.2f} | "
             f"{row['train_seconds']:.0f} |"
         )
     return "\n".join(lines)

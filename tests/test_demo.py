@@ -14,6 +14,7 @@ from groupvit.evaluation import (
     EvaluationSample,
     evaluate_segmentation,
     format_report,
+    region_oracle,
     select_background_threshold,
     synthetic_protocol,
     synthetic_samples,
@@ -30,6 +31,10 @@ def test_shrunken_demo_produces_every_artefact(tmp_path):
     results = json.loads((out / "results.json").read_text())
     for key in ("mean_iou", "per_category_iou", "classification_accuracy", "groups_used"):
         assert key in results["test"] and key in results["trained"]["test"]
+    # grouping diagnostics are reported; the 8x8 patch grid of 64 px images leaves a patch-oracle mIoU far above 0
+    test = results["test"]
+    assert 0.0 <= test["oracle_group_miou"] <= 1.0 and 0.0 <= test["group_label_accuracy"] <= 1.0
+    assert test["patch_oracle_miou"] > 0.3
     assert results["trained"]["train_summary"]["step"] == 3
     assert 0.0 <= results["trained"]["options"]["background_threshold"] <= 1.0
     assert set(results["trained"]["validation_miou_by_threshold"]) >= {"0.0", "0.5", "0.95"}
@@ -65,8 +70,14 @@ class _StubSegmenter:
         label_map[:4] = 1
         label_map[4:5] = 2  # one wrong row
         scores = torch.tensor([0.9] + [0.1 / (len(labels) - 1)] * (len(labels) - 1))
-        maps = (torch.randn(4, 2, 2), torch.randn(2, 2, 2))
-        return [type("R", (), {"label_map": label_map, "image_scores": scores, "group_maps": maps, "labels": labels})]
+        # last stage on an 8x8 grid: group 0 = rows 0-4, group 1 = rows 5-7
+        last = torch.zeros(2, 8, 8)
+        last[0, :5], last[1, 5:] = 1.0, 1.0
+        maps = (torch.randn(4, 8, 8), last)
+        # background first, as evaluate_segmentation asks
+        logits = torch.nn.functional.one_hot(label_map, len(labels) + 1).permute(2, 0, 1).float()
+        fields = {"label_map": label_map, "image_scores": scores, "group_maps": maps, "labels": labels}
+        return [type("R", (), {**fields, "label_logits": logits})]
 
 
 def test_evaluation_scores_against_hand_computed_iou():
@@ -81,6 +92,20 @@ def test_evaluation_scores_against_hand_computed_iou():
     assert report.mean_iou == pytest.approx((1 + 20 / 28 + 0) / 3)
     assert report.classification_accuracy == 1.0 and report.num_images == 2
     assert "mIoU" in format_report(report)
+    # group oracle: rows 0-4 -> class 1 (32 of its 40 pixels), rows 5-7 -> background (20 valid pixels of 28 true)
+    assert report.oracle_group_miou == pytest.approx((32 / 40 + 20 / 28) / 2)
+    # one patch per pixel: the patch oracle is the annotation itself
+    assert report.patch_oracle_miou == pytest.approx(1.0)
+    # the one foreground group (rows 0-4) gets label 1 on rows 0-3 and label 2 on row 4: labelled right
+    assert report.group_label_accuracy == 1.0
+    assert "group-oracle mIoU" in format_report(report)
+
+
+def test_region_oracle_ignores_ignored_pixels():
+    annotation = np.array([[2, 255, 255], [0, 0, 1]])
+    regions = np.array([[0, 0, 0], [1, 1, 1]])
+    # region 0 has one valid vote (2) against two ignored pixels; region 1 votes 0, 0, 1
+    assert region_oracle(annotation, regions, 3).tolist() == [[2, 2, 2], [0, 0, 0]]
 
 
 def test_threshold_selection_uses_the_given_split_and_improves_on_extremes(tiny_checkpoint):

@@ -50,6 +50,9 @@ class EvaluationReport:
     classification_accuracy: float
     groups_used: list[float]
     options: dict[str, Any] = field(default_factory=dict)
+    oracle_group_miou: float | None = None
+    patch_oracle_miou: float | None = None
+    group_label_accuracy: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dict(vars(self))
@@ -91,6 +94,65 @@ def count_groups(group_maps: tuple[torch.Tensor, ...] | None) -> list[int]:
     return [int(torch.unique(m.argmax(dim=0)).numel()) for m in group_maps]
 
 
+def region_oracle(
+    annotation: np.ndarray, regions: np.ndarray, num_classes: int, ignore_index: int = 255
+) -> np.ndarray:
+    """Label every region of `regions` (`(H, W)` ints) with its most frequent annotated class; ignored pixels don't
+    vote.
+
+    Example:
+        >>> region_oracle(np.array([[0, 1], [1, 1]]), np.array([[0, 0], [1, 1]]), 2).tolist()
+        [[0, 0], [1, 1]]
+    """
+    valid = annotation != ignore_index
+    votes = np.zeros((int(regions.max()) + 1, num_classes), dtype=np.int64)
+    np.add.at(votes, (regions[valid], annotation[valid]), 1)
+    return votes.argmax(1)[regions]
+
+
+def grouping_diagnostics(
+    annotation: np.ndarray, group_map: torch.Tensor, label_logits: torch.Tensor, num_classes: int
+) -> tuple[np.ndarray, np.ndarray, int, int]:
+    """Upper bounds that separate grouping errors from labelling errors, for one image.
+
+    Args:
+        annotation: `(H, W)` ground truth (0 background, 1..C classes, 255 ignore).
+        group_map: `(G, h, w)` soft pixel->group map of the last stage on the model's patch grid.
+        label_logits: `(C + 1, H, W)` logits with the background first (as `evaluate_segmentation` predicts).
+        num_classes: `C + 1`.
+
+    Returns:
+        `group_oracle` (every final group labelled with its majority ground-truth class), `patch_oracle` (every patch
+        of the grid labelled with its majority class: the resolution ceiling), and over the groups whose majority is a
+        foreground class, how many the model labels with that class and how many there are.
+    """
+    height, width = annotation.shape
+    grid_h, grid_w = group_map.shape[-2:]
+    # (G, h, w) -> (G, H, W), resized as the segmenter does, then each pixel's arg-max group
+    pixel_groups = (
+        torch.nn.functional.interpolate(
+            group_map[None].float(), size=(height, width), mode="bilinear", align_corners=False
+        )[0]
+        .argmax(0)
+        .numpy()
+    )
+    rows = np.arange(height) * grid_h // height
+    cols = np.arange(width) * grid_w // width
+    patches = rows[:, None] * grid_w + cols[None, :]
+    group_oracle = region_oracle(annotation, pixel_groups, num_classes)
+    # the model's foreground label per pixel, then per group the label most of its pixels get
+    model_labels = label_logits[1:].argmax(0).numpy() + 1
+    hits = total = 0
+    for group in np.unique(pixel_groups):
+        inside = pixel_groups == group
+        majority = int(group_oracle[inside][0])
+        if majority in (0, 255):
+            continue
+        total += 1
+        hits += int(np.bincount(model_labels[inside]).argmax() == majority)
+    return group_oracle, region_oracle(annotation, patches, num_classes), hits, total
+
+
 def evaluate_segmentation(
     segmenter: GroupViTSegmenter,
     samples: Iterable[EvaluationSample],
@@ -113,7 +175,9 @@ def evaluate_segmentation(
         progress: Show a progress bar on the main process.
 
     Returns:
-        The report (identical on every process).
+        The report (identical on every process). When every image took one window, it also holds the grouping
+        diagnostics of :func:`grouping_diagnostics`: the mIoU of the group oracle and of the patch oracle, and the
+        share of foreground groups the model labels correctly.
     """
     from tqdm.auto import tqdm
 
@@ -124,7 +188,9 @@ def evaluate_segmentation(
     rank, world = (accelerator.process_index, accelerator.num_processes) if accelerator else (0, 1)
     text_embeds = segmenter.encode_labels(labels, options.templates, options.template_ensemble)
     confusion = ConfusionMatrix(len(labels) + 1, ignore_index=255)
-    hits, images, groups = 0, 0, []
+    group_oracle = ConfusionMatrix(len(labels) + 1, ignore_index=255)
+    patch_oracle = ConfusionMatrix(len(labels) + 1, ignore_index=255)
+    hits, images, groups, label_hits, labelled_groups, diagnosed = 0, 0, [], 0, 0, 0
     rows: list[list[Image.Image]] = []
     group_rows: list[list[Image.Image]] = []
     bar = tqdm(desc=f"eval {protocol.name}", disable=not progress or rank != 0, unit="img")
@@ -143,6 +209,14 @@ def evaluate_segmentation(
             hits += int(int(result.image_scores.argmax()) + 1 in present)
             images += 1
         groups.append(count_groups(result.group_maps))
+        if result.group_maps:
+            oracle, ceiling, group_hits, group_total = grouping_diagnostics(
+                sample.annotation, result.group_maps[-1], result.label_logits, len(labels) + 1
+            )
+            group_oracle.update(oracle, sample.annotation)
+            patch_oracle.update(ceiling, sample.annotation)
+            label_hits, labelled_groups = label_hits + group_hits, labelled_groups + group_total
+            diagnosed += 1
         if len(rows) < num_overlays and overlay_dir is not None:
             rows.append(_overlay_row(sample, result, labels))
             if result.group_maps:
@@ -150,16 +224,22 @@ def evaluate_segmentation(
         bar.update(1)
     bar.close()
 
+    num_images = len(groups)
     if accelerator is not None and world > 1:
         confusion = confusion.synchronize(accelerator.gather, accelerator.device)
-        totals = accelerator.reduce(torch.tensor([hits, images], device=accelerator.device), reduction="sum")
-        hits, images = (int(v) for v in totals.tolist())
+        group_oracle = group_oracle.synchronize(accelerator.gather, accelerator.device)
+        patch_oracle = patch_oracle.synchronize(accelerator.gather, accelerator.device)
+        counts = [hits, images, label_hits, labelled_groups, diagnosed, num_images]
+        totals = accelerator.reduce(torch.tensor(counts, device=accelerator.device), reduction="sum")
+        hits, images, label_hits, labelled_groups, diagnosed, num_images = (int(v) for v in totals.tolist())
     metrics = confusion.compute()
+    # the diagnostics need the group maps of every image (one window each)
+    diagnose = diagnosed == num_images and diagnosed > 0
     used = np.asarray([g for g in groups if g], dtype=np.float64)
     report = EvaluationReport(
         protocol=protocol.name,
         labels=["background", *labels],
-        num_images=_count_images(accelerator, len(groups)),
+        num_images=num_images,
         mean_iou=float(metrics["mean_iou"]),
         mean_accuracy=float(metrics["mean_accuracy"]),
         overall_accuracy=float(metrics["overall_accuracy"]),
@@ -169,16 +249,13 @@ def evaluate_segmentation(
         classification_accuracy=hits / max(1, images),
         groups_used=used.mean(axis=0).tolist() if used.size else [],
         options=options.to_dict(),
+        oracle_group_miou=float(group_oracle.compute()["mean_iou"]) if diagnose else None,
+        patch_oracle_miou=float(patch_oracle.compute()["mean_iou"]) if diagnose else None,
+        group_label_accuracy=label_hits / max(1, labelled_groups) if diagnose else None,
     )
     if overlay_dir is not None and rank == 0 and rows:
         write_overlays(Path(overlay_dir), rows, group_rows, labels)
     return report
-
-
-def _count_images(accelerator: Any, local: int) -> int:
-    if accelerator is None or accelerator.num_processes == 1:
-        return local
-    return int(accelerator.reduce(torch.tensor(local, device=accelerator.device), reduction="sum").item())
 
 
 def _overlay_row(sample: EvaluationSample, result: Any, labels: list[str]) -> list[Image.Image]:
@@ -308,6 +385,12 @@ def format_report(report: EvaluationReport) -> str:
     if report.groups_used:
         lines.append(
             "groups used per image: " + ", ".join(f"stage {i + 1}: {g:.2f}" for i, g in enumerate(report.groups_used))
+        )
+    if report.oracle_group_miou is not None:
+        lines.append(
+            f"diagnostics: group-oracle mIoU {100 * report.oracle_group_miou:.1f}, patch-oracle mIoU "
+            f"{100 * report.patch_oracle_miou:.1f}, foreground groups labelled right "
+            f"{100 * report.group_label_accuracy:.1f}%"
         )
     return "\n".join(lines)
 
