@@ -1,7 +1,8 @@
 """Turn a finished demo training run into the package's shipped demo model.
 
     python scripts/pretrain.py --config src/groupvit/resources/demo/run.yaml --output_dir runs/demo
-    python scripts/finalize_demo_model.py --run runs/demo
+    python scripts/pretrain.py --config src/groupvit/resources/demo/run_stage2.yaml --output_dir runs/demo-stage2
+    python scripts/finalize_demo_model.py --run runs/demo-stage2
 
 Copies the weights, config and processor into `src/groupvit/resources/demo/model/`, fixes the background threshold
 on the synthetic validation split (never the test split), scores the test split, and writes `demo.json` (settings,
@@ -26,7 +27,10 @@ from groupvit.segmentation import GroupViTSegmenter
 
 FILES = ("config.json", "model.safetensors", "processor_config.json", "tokenizer.json", "tokenizer_config.json")
 PRESET, IMAGE_SIZE = "objects", 64
-COMMAND = "python scripts/pretrain.py --config src/groupvit/resources/demo/run.yaml --output_dir runs/demo"
+COMMANDS = (
+    "python scripts/pretrain.py --config src/groupvit/resources/demo/run.yaml --output_dir runs/demo",
+    "python scripts/pretrain.py --config src/groupvit/resources/demo/run_stage2.yaml --output_dir runs/demo-stage2",
+)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -35,6 +39,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", default=str(demo_directory()))
     parser.add_argument("--num-validation", type=int, default=200)
     parser.add_argument("--num-test", type=int, default=200)
+    parser.add_argument(
+        "--command",
+        action="append",
+        help="training command(s) that produced --run, in order (default: the two stages of the demo recipe)",
+    )
     args = parser.parse_args(argv)
     run, output = Path(args.run), Path(args.output)
     missing = [name for name in FILES if not (run / name).exists()]
@@ -55,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
         "options": {"background_threshold": threshold},
         "validation_miou_by_threshold": curve,
         "test": report.to_dict(),
-        "training_command": COMMAND,
+        "training_command": " && ".join(args.command or COMMANDS),
         "training": {k: v for k, v in summary.items() if k != "history"},
         "learning_curve": summary.get("history", []),
     }

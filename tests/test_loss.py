@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from groupvit import GroupViTConfig
 from groupvit.loss import (
     GroupViTLoss,
     GroupViTLossOutput,
@@ -363,3 +364,40 @@ def test_group_diversity_loss_hand_computed():
     assert group_diversity_loss([half]).item() == pytest.approx(0.5, abs=1e-6)
     assert group_diversity_loss([spread]).item() == pytest.approx(0.0, abs=1e-6)
     assert group_diversity_loss([half, spread]).item() == pytest.approx(0.25, abs=1e-6)
+
+
+def test_group_diversity_batch_marginal_lets_one_image_use_one_group():
+    from groupvit.loss import group_diversity_loss
+
+    # image 0 sends both tokens to group 0, image 1 to group 1: (B=2, G=2, N=2)
+    one_each = torch.tensor([[[1.0, 1.0], [0.0, 0.0]], [[0.0, 0.0], [1.0, 1.0]]])
+    # per image: usage entropy 0, token entropy 0 -> 1; over the batch: usage (1/2, 1/2) -> 1 - 1 + 0 = 0
+    assert group_diversity_loss([one_each], "image").item() == pytest.approx(1.0, abs=1e-6)
+    assert group_diversity_loss([one_each], "batch").item() == pytest.approx(0.0, abs=1e-6)
+    # both images in group 0: collapsed over the batch too
+    assert group_diversity_loss([one_each[:1].expand(2, -1, -1)], "batch").item() == pytest.approx(1.0, abs=1e-6)
+    with pytest.raises(ValueError, match="dataset"):
+        group_diversity_loss([one_each], "dataset")
+    with pytest.raises(ValueError, match="group_diversity_marginal"):
+        GroupViTConfig(group_diversity_marginal="dataset")
+
+
+def test_group_diversity_kl_usage_hand_computed_and_keeps_a_gradient_after_collapse():
+    from groupvit.loss import group_diversity_loss
+
+    # one image, G=2, N=2: token 0 sure of group 0, token 1 split evenly -> shares (3/4, 1/4)
+    soft = torch.tensor([[[1.0, 0.5], [0.0, 0.5]]])
+    token_term = (math.log(2) / 2) / math.log(2)
+    kl = (-(math.log(0.75) + math.log(0.25)) / 2 - math.log(2)) / math.log(2)
+    entropy = 1 + (0.75 * math.log(0.75) + 0.25 * math.log(0.25)) / math.log(2)
+    assert group_diversity_loss([soft], usage="kl").item() == pytest.approx(kl + token_term, abs=1e-6)
+    assert group_diversity_loss([soft], usage="entropy").item() == pytest.approx(entropy + token_term, abs=1e-6)
+    # every token confidently in group 0: the entropy form has (almost) no gradient left, the KL form does
+    grads = {}
+    for usage in ("entropy", "kl"):
+        logits = torch.tensor([[[12.0, 12.0, 12.0], [-12.0, -12.0, -12.0]]], requires_grad=True)
+        group_diversity_loss([logits.softmax(dim=1)], usage=usage).backward()
+        grads[usage] = logits.grad.abs().max().item()
+    assert grads["entropy"] < 1e-6 < 0.1 < grads["kl"]
+    with pytest.raises(ValueError, match="usage"):
+        group_diversity_loss([soft], usage="l2")

@@ -206,3 +206,15 @@ def test_init_from_keeps_the_weights_and_applies_the_run_loss_settings(tmp_path)
     expected = load_file(source / "model.safetensors")
     loaded = model.state_dict()
     assert all(torch.equal(loaded[name], value) for name, value in expected.items())
+
+
+def test_demo_recipe_stages_chain():
+    folder = ROOT / "src" / "groupvit" / "resources" / "demo"
+    stage1 = load_training_config(str(folder / "run.yaml"))
+    stage2 = load_training_config(str(folder / "run_stage2.yaml"))
+    validate_config(stage1)
+    validate_config(stage2)
+    # stage 2 starts from stage 1's output and only changes the loss settings, never the architecture
+    assert stage2.init_from == stage1.output_dir and stage2.model_preset == stage1.model_preset
+    assert stage2.model_overrides["multi_label_group_pooling"] == "max" and stage2.multi_label_target == "semantic"
+    assert stage2.learning_rate < stage1.learning_rate

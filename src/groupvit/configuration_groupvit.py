@@ -235,6 +235,11 @@ class GroupViTConfig(PreTrainedConfig):
             group embeddings that segmentation reads).
         group_diversity_loss_weight: Weight of an anti-collapse term (not in the paper, 0 disables it): how far each
             image's group usage is from uniform, see `groupvit.loss.group_diversity_loss`.
+        group_diversity_marginal: Over what the diversity term's usage is measured: `"image"` (each image should use
+            its groups evenly) or `"batch"` (the groups should be used evenly over the batch, as IIC's marginal over
+            the data: an image with one object on a plain background may then use few groups).
+        group_diversity_usage: The diversity term's usage penalty: `"entropy"` (`1 - H(usage) / log G`) or `"kl"`
+            (`KL(uniform || usage) / log G`, whose gradient does not vanish once the grouping has collapsed).
 
     Example:
         ```python
@@ -261,6 +266,8 @@ class GroupViTConfig(PreTrainedConfig):
     multi_label_target: str = "instance"
     multi_label_group_pooling: str = "mean"
     group_diversity_loss_weight: float = 0.0
+    group_diversity_marginal: str = "image"
+    group_diversity_usage: str = "entropy"
 
     def __post_init__(self, **kwargs: Any) -> None:
         # Older Hub configs (e.g. nvidia/groupvit-gcc-yfcc) also carry `text_config_dict`/`vision_config_dict`;
@@ -284,6 +291,15 @@ class GroupViTConfig(PreTrainedConfig):
             raise ValueError(
                 "GroupViTConfig.multi_label_group_pooling must be 'mean' or 'max', "
                 f"got {self.multi_label_group_pooling!r}"
+            )
+        if self.group_diversity_marginal not in ("image", "batch"):
+            raise ValueError(
+                "GroupViTConfig.group_diversity_marginal must be 'image' or 'batch', "
+                f"got {self.group_diversity_marginal!r}"
+            )
+        if self.group_diversity_usage not in ("entropy", "kl"):
+            raise ValueError(
+                f"GroupViTConfig.group_diversity_usage must be 'entropy' or 'kl', got {self.group_diversity_usage!r}"
             )
         if self.group_diversity_loss_weight < 0:
             raise ValueError(

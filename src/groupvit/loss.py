@@ -358,7 +358,9 @@ class GroupViTLossOutput:
         return {k: v for k, v in vars(self).items() if v is not None}
 
 
-def group_diversity_loss(groupings: Sequence[torch.Tensor]) -> torch.Tensor:
+def group_diversity_loss(
+    groupings: Sequence[torch.Tensor], marginal: str = "image", usage: str = "entropy"
+) -> torch.Tensor:
     """Anti-collapse regulariser, not in the paper: the (normalised) negative mutual information of tokens and groups.
 
     At small scale the image-level contrastive losses are satisfied by a single group that averages the whole image
@@ -368,22 +370,40 @@ def group_diversity_loss(groupings: Sequence[torch.Tensor]) -> torch.Tensor:
     group confidently (low entropy of its own assignment), as in IIC (Ji et al., 2019):
     `1 - H(mean_n p_n) / log G + mean_n H(p_n) / log G`, in [0, 2] (0: balanced and confident).
 
+    With ``marginal="batch"`` the usage is the mean over the whole batch instead of per image (IIC's marginal over
+    the data), so the groups must be used evenly overall but one image may use few of them.
+
+    With ``usage="kl"`` the usage term is ``KL(uniform || usage) / log G = (-mean_g log usage_g - log G) / log G``
+    instead of ``1 - H(usage) / log G``: both are 0 for even usage, but the entropy's gradient vanishes once the
+    assignment has saturated onto one group, while ``-log usage_g`` keeps pulling unused groups back (unbounded).
+
     Args:
         groupings: Per stage, the soft assignment ``(B, G, N)`` (each column sums to 1 over the ``G`` groups).
+        marginal: ``"image"`` or ``"batch"``.
+        usage: ``"entropy"`` or ``"kl"``.
 
     Returns:
         Scalar loss, averaged over images and stages.
     """
     if not groupings:
         raise ValueError("group_diversity_loss needs at least one grouping stage")
+    if marginal not in ("image", "batch"):
+        raise ValueError(f'`marginal` must be "image" or "batch", got {marginal!r}')
+    if usage not in ("entropy", "kl"):
+        raise ValueError(f'`usage` must be "entropy" or "kl", got {usage!r}')
     losses = []
     for soft in groupings:
         soft = soft.float()
         log_groups = math.log(soft.shape[1])
-        usage = soft.mean(dim=-1)  # (B, G): share of the tokens per group
-        usage_entropy = -(usage * usage.clamp_min(1e-12).log()).sum(dim=-1)  # (B,)
+        # (B, G) share of each image's tokens per group, or (1, G) over the batch
+        shares = soft.mean(dim=-1) if marginal == "image" else soft.mean(dim=(0, -1))[None]
+        log_shares = shares.clamp_min(1e-12).log()
+        if usage == "entropy":
+            usage_term = 1.0 + (shares * log_shares).sum(dim=-1) / log_groups  # (B,) or (1,)
+        else:
+            usage_term = (-log_shares.mean(dim=-1) - log_groups) / log_groups
         token_entropy = -(soft * soft.clamp_min(1e-12).log()).sum(dim=1).mean(dim=-1)  # (B,)
-        losses.append(1.0 - usage_entropy / log_groups + token_entropy / log_groups)
+        losses.append(usage_term + token_entropy / log_groups)
     return torch.stack(losses).mean()
 
 

@@ -969,7 +969,11 @@ class GroupViTModel(GroupViTPreTrainedModel):
             )
             loss, itc_loss, multi_label_loss = losses.loss, losses.itc_loss, losses.multi_label_loss
             if self.config.group_diversity_loss_weight > 0 and vision_outputs.attentions:
-                diversity_loss = group_diversity_loss(vision_outputs.attentions)
+                diversity_loss = group_diversity_loss(
+                    vision_outputs.attentions,
+                    self.config.group_diversity_marginal,
+                    self.config.group_diversity_usage,
+                )
                 loss = loss + self.config.group_diversity_loss_weight * diversity_loss
 
         if not output_attentions:
