@@ -89,3 +89,14 @@ def test_segment_rejects_bad_arguments(tiny_checkpoint, tmp_path, capsys):
     argv = ["segment", str(tmp_path / "missing.png"), "--labels", "cat", "--model", tiny_checkpoint, *SMALL]
     assert cli.main([*argv, "--output", str(tmp_path)]) == 2
     assert "missing.png" in capsys.readouterr().err
+
+
+def test_segment_accepts_the_shipped_demo_model_by_name(tmp_path, capsys):
+    from groupvit.data.synthetic import make_split
+
+    image = tmp_path / "test0.png"
+    make_split("objects", "test", 1, 64, 0)[0].image.save(image)
+    argv = ["segment", str(image), "--model", "demo", "--labels", "sun,fish", "--output", str(tmp_path)]
+    assert cli.main([*argv, "--background-threshold", "0.9", "--mode", "whole"]) == 0
+    assert PIL.Image.open(tmp_path / "test0_mask_sun.png").size == (64, 64)
+    assert "test0.png (64x64)" in capsys.readouterr().out

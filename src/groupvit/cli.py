@@ -133,7 +133,9 @@ def _segment_parser() -> argparse.ArgumentParser:
         "--background-threshold 0.9 --output out/",
     )
     parser.add_argument("images", nargs="+", metavar="IMAGE", help="image files or http(s) URLs")
-    parser.add_argument("--model", required=True, help="model directory or Hub id (with its processor)")
+    parser.add_argument(
+        "--model", required=True, help='model directory, Hub id (with its processor), or "demo" (the shipped model)'
+    )
     parser.add_argument("--labels", help='comma-separated label names, e.g. "cat,dog,grass"')
     parser.add_argument(
         "--protocol",
@@ -198,6 +200,7 @@ def segment_main(argv: list[str] | None = None) -> int:
     import PIL.Image
     import torch
 
+    from .demo_model import resolve_model
     from .segmentation import GroupViTSegmenter, SegmentationOptions, get_protocol, load_rgb_image, validate_labels
     from .visualization import overlay
 
@@ -226,8 +229,9 @@ def segment_main(argv: list[str] | None = None) -> int:
         parser.error(str(error))
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    model, _ = resolve_model(args.model)
     segmenter = GroupViTSegmenter.from_pretrained(
-        args.model, device=device, dtype=getattr(torch, args.dtype), options=options
+        model, device=device, dtype=getattr(torch, args.dtype), options=options
     )
     text_embeds = segmenter.encode_labels(labels)
     output = Path(args.output)
