@@ -217,7 +217,7 @@ def infer_step(args: argparse.Namespace, config: Any, variant: Variant, batch_si
 
 def seg_step(args: argparse.Namespace, config: Any, variant: Variant) -> Callable[[], None]:
     """Segment one RGB image (`image_size` square, so no resize) into the 20 VOC labels, up to the label map."""
-    from groupvit.segmentation import GroupViTSegmenter
+    from groupvit.segmentation.segmenter import GroupViTSegmenter
 
     model = build_model(args, config, variant).eval()
     processor = groupvit.GroupViTProcessor.from_bundled(image_size=args.image_size)
@@ -536,9 +536,9 @@ def main(argv: list[str] | None = None) -> int:
         jobs[-1][3].update(unit="images/s", batch_size=args.infer_batch_size)
     if "seg" in args.cases:
         try:
-            import groupvit.segmentation  # noqa: F401
+            import groupvit.segmentation.segmenter  # noqa: F401
         except ImportError as error:
-            print(f"seg: skipped, groupvit.segmentation does not import ({error})")
+            print(f"seg: skipped, groupvit.segmentation.segmenter does not import ({error})")
         else:
             make = lambda v: seg_step(args, config, v)  # noqa: E731
             jobs.append(("seg", make, 1, {"name": f"seg {len(VOC_LABELS)} labels", "unit": "s/image"}))

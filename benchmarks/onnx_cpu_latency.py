@@ -1,6 +1,7 @@
 """CPU latency of GroupViT's image tower: ONNX Runtime against PyTorch eager, one image.
 
-The image tower is what :class:`groupvit.onnx_export.OnnxGroupViTSegmenter` runs per window: the vision transformer,
+The image tower is what :class:`groupvit.segmentation.onnx.OnnxGroupViTSegmenter` runs per window: the vision
+transformer,
 the projection of the pooled output and of the group tokens, and the soft grouping maps. Random weights (latency does
 not depend on them), the GroupViT-S preset, a 224x224 image, batch 1, float32, the same number of threads for both.
 
@@ -24,7 +25,7 @@ import numpy as np
 import torch
 
 import groupvit
-from groupvit.onnx_export import export_onnx
+from groupvit.segmentation.onnx import export_onnx
 
 
 def _cpu_name() -> str:

@@ -30,7 +30,7 @@ import yaml
 from PIL import Image
 
 from groupvit import GroupViTConfig, GroupViTModel, GroupViTProcessor, available_presets
-from groupvit.conversion import (
+from groupvit.hub.conversion import (
     ConversionError,
     UnsafeCheckpointError,
     config_from_original,
@@ -39,7 +39,7 @@ from groupvit.conversion import (
     plain_config,
     unwrap_original_state_dict,
 )
-from groupvit.model_card import render_model_card
+from groupvit.hub.model_card import render_model_card
 
 logger = logging.getLogger("convert_original_checkpoint")
 

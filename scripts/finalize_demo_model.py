@@ -15,15 +15,15 @@ import shutil
 import sys
 from pathlib import Path
 
-from groupvit.demo_model import DEMO_SETTINGS, demo_directory
-from groupvit.evaluation import (
+from groupvit.cli.demo_model import DEMO_SETTINGS, demo_directory
+from groupvit.evaluation.evaluate import (
     evaluate_segmentation,
     select_background_threshold,
     synthetic_protocol,
     synthetic_samples,
 )
-from groupvit.model_card import render_model_card
-from groupvit.segmentation import GroupViTSegmenter
+from groupvit.hub.model_card import render_model_card
+from groupvit.segmentation.segmenter import GroupViTSegmenter
 
 FILES = ("config.json", "model.safetensors", "processor_config.json", "tokenizer.json", "tokenizer_config.json")
 PRESET, IMAGE_SIZE = "objects", 64

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-import groupvit.loss as loss_mod
+import groupvit.training.losses as loss_mod
 
 FULL_BATCH = 8  # W * B
 NUM_PROMPTS = 3  # K

@@ -16,13 +16,13 @@ import pytest
 import yaml
 from transformers import pipeline
 
-from groupvit.app import MAX_IMAGE_SIDE, InputError, SegmentationApp, parse_labels, write_examples
-from groupvit.app import main as app_main
 from groupvit.cli import SUBCOMMANDS
 from groupvit.cli import main as cli_main
+from groupvit.cli.app import MAX_IMAGE_SIDE, InputError, SegmentationApp, parse_labels, write_examples
+from groupvit.cli.app import main as app_main
+from groupvit.cli.demo_model import demo_directory
 from groupvit.data.synthetic import make_split
-from groupvit.demo_model import demo_directory
-from groupvit.pipeline_zero_shot_segmentation import TASK
+from groupvit.segmentation.pipeline import TASK
 
 ROOT = Path(__file__).resolve().parents[1]
 APP = ROOT / "app"
@@ -146,7 +146,7 @@ def test_space_files():
 
 
 def test_cli_has_the_app_subcommand(capsys):
-    assert (SUBCOMMANDS["app"].module, SUBCOMMANDS["app"].function) == ("groupvit.app", "main")
+    assert (SUBCOMMANDS["app"].module, SUBCOMMANDS["app"].function) == ("groupvit.cli.app", "main")
     with pytest.raises(SystemExit) as exit_info:
         cli_main(["app", "--help"])
     assert exit_info.value.code == 0 and "--model" in capsys.readouterr().out
@@ -172,7 +172,7 @@ def test_page_in_headless_chromium(tiny_checkpoint):
         pytest.skip('playwright or gradio is not installed (pip install -e ".[dev,app]")')
     from playwright.sync_api import sync_playwright
 
-    from groupvit.app import build_demo
+    from groupvit.cli.app import build_demo
 
     # the trained demo model once one ships (a meaningful screenshot), else the tiny random one (fast)
     if (demo_directory() / "model.safetensors").exists():

@@ -3,7 +3,7 @@
 The original layout is produced here from scratch, by a skeleton of the original modules (`models/group_vit.py`,
 `models/transformer.py`, `models/multi_label_contrastive.py` in NVlabs/GroupViT) with the original attribute names
 and the original's hard-coded sizes (MLP ratio 4, text heads = width // 64, projection hidden size 4096), built from
-an original-style yaml dict, independently of `groupvit.conversion`.
+an original-style yaml dict, independently of `groupvit.hub.conversion`.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from torch import nn
 
 import groupvit
 from conftest import tiny_config
-from groupvit.conversion import (
+from groupvit.hub.conversion import (
     ConversionError,
     OpaqueObject,
     UnsafeCheckpointError,

@@ -9,8 +9,8 @@ from PIL import Image
 from transformers import pipeline
 
 import groupvit
-from groupvit.demo import main as demo_main
-from groupvit.evaluation import (
+from groupvit.cli.demo import main as demo_main
+from groupvit.evaluation.evaluate import (
     EvaluationSample,
     evaluate_segmentation,
     format_report,
@@ -19,7 +19,7 @@ from groupvit.evaluation import (
     synthetic_protocol,
     synthetic_samples,
 )
-from groupvit.segmentation import GroupViTSegmenter
+from groupvit.segmentation.segmenter import GroupViTSegmenter
 
 
 @pytest.mark.slow

@@ -9,7 +9,8 @@ import pytest
 from huggingface_hub import CommitInfo, HfApi, RepoUrl
 from huggingface_hub.utils import DEFAULT_IGNORE_PATTERNS, filter_repo_objects
 
-from groupvit.hub import ALLOW_PATTERNS, IGNORE_PATTERNS, files_to_upload, push_folder_to_hub, push_main
+from groupvit.cli.push import main as push_main
+from groupvit.hub.push import ALLOW_PATTERNS, IGNORE_PATTERNS, files_to_upload, push_folder_to_hub
 
 REPO_ID = "me/groupvit-tiny"
 COMMIT_URL = f"https://huggingface.co/{REPO_ID}/commit/0123456789abcdef0123456789abcdef01234567"

@@ -1,4 +1,4 @@
-"""Tests for ``groupvit.loss``."""
+"""Tests for ``groupvit.training.losses``."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from groupvit import GroupViTConfig
-from groupvit.loss import (
+from groupvit.training.losses import (
     GroupViTLoss,
     GroupViTLossOutput,
     all_gather_with_grad,
@@ -284,7 +284,8 @@ def dist_results(tmp_path_factory):
 def test_distributed_matches_single_process(dist_results, scenario):
     """Differentiable gather: mean of per-rank losses == full-batch loss; DDP-averaged grads == full-batch grads.
 
-    Convention (see ``groupvit.loss``): the gradient w.r.t. a rank's *local inputs* is ``W`` times the full-batch
+    Convention (see ``groupvit.training.losses``): the gradient w.r.t. a rank's *local inputs* is ``W`` times the
+    full-batch
     gradient of the mean loss, so that DDP's averaging of *parameter* gradients (``proj`` here, a replicated linear
     encoder) yields exactly the full-batch parameter gradient. Replicated logit scales: the per-rank mean equals it.
     """
@@ -328,7 +329,7 @@ def test_non_differentiable_gather_gives_wrong_gradients(dist_results):
 
 def test_multi_label_group_max_pooling_hand_computed():
     """(B, G, C) group embeddings: each image-prompt logit is the best group's cosine."""
-    from groupvit.loss import multi_label_contrastive_loss
+    from groupvit.training.losses import multi_label_contrastive_loss
 
     # image 0 has groups e0 and e1, image 1 has groups e1 and -e0; one prompt each: e0 (image 0), e1 (image 1)
     e0, e1 = torch.tensor([1.0, 0.0]), torch.tensor([0.0, 1.0])
@@ -348,7 +349,7 @@ def test_multi_label_group_max_pooling_hand_computed():
 
 
 def test_group_diversity_loss_hand_computed():
-    from groupvit.loss import group_diversity_loss
+    from groupvit.training.losses import group_diversity_loss
 
     # 1 - H(usage)/log G + mean token entropy/log G, G = 4
     uniform = torch.full((1, 4, 6), 0.25)  # balanced usage but no token decides: 1 - 1 + 1 = 1
@@ -367,7 +368,7 @@ def test_group_diversity_loss_hand_computed():
 
 
 def test_group_diversity_batch_marginal_lets_one_image_use_one_group():
-    from groupvit.loss import group_diversity_loss
+    from groupvit.training.losses import group_diversity_loss
 
     # image 0 sends both tokens to group 0, image 1 to group 1: (B=2, G=2, N=2)
     one_each = torch.tensor([[[1.0, 1.0], [0.0, 0.0]], [[0.0, 0.0], [1.0, 1.0]]])
@@ -383,7 +384,7 @@ def test_group_diversity_batch_marginal_lets_one_image_use_one_group():
 
 
 def test_group_diversity_kl_usage_hand_computed_and_keeps_a_gradient_after_collapse():
-    from groupvit.loss import group_diversity_loss
+    from groupvit.training.losses import group_diversity_loss
 
     # one image, G=2, N=2: token 0 sure of group 0, token 1 split evenly -> shares (3/4, 1/4)
     soft = torch.tensor([[[1.0, 0.5], [0.0, 0.5]]])

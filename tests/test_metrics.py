@@ -1,4 +1,4 @@
-"""Tests for `groupvit.metrics`: the streaming confusion matrix and the offline `evaluate` mean-IoU module."""
+"""Tests for `groupvit.evaluation`: the streaming confusion matrix and the offline `evaluate` mean-IoU module."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from groupvit.metrics import (
+from groupvit.evaluation import (
     MEAN_IOU_DIR,
     MEAN_IOU_SCRIPT,
     METRIC_KEYS,
@@ -351,7 +351,7 @@ def test_other_bad_inputs():
 
 
 def test_script_is_package_data():
-    script = importlib.resources.files("groupvit.metrics") / "mean_iou" / "mean_iou.py"
+    script = importlib.resources.files("groupvit.evaluation") / "mean_iou" / "mean_iou.py"
     assert script.is_file()
     assert Path(MEAN_IOU_SCRIPT) == Path(str(script)).resolve()
     assert Path(MEAN_IOU_DIR).name == Path(MEAN_IOU_SCRIPT).stem == "mean_iou"  # evaluate.load's naming rule
@@ -370,7 +370,7 @@ _EVALUATE_CHILD = textwrap.dedent(
     socket.create_connection = no_network
 
     import evaluate
-    from groupvit.metrics import MEAN_IOU_DIR, load_mean_iou
+    from groupvit.evaluation import MEAN_IOU_DIR, load_mean_iou
 
     assert evaluate.config.HF_EVALUATE_OFFLINE
     cases = json.load(sys.stdin)

@@ -12,7 +12,7 @@ from huggingface_hub import EvalResult, ModelCard
 from huggingface_hub.repocard import REGEX_YAML_BLOCK
 
 from conftest import tiny_config
-from groupvit.model_card import (
+from groupvit.hub.model_card import (
     CITATION,
     DEFAULT_TAGS,
     PIPELINE_TAG,

@@ -180,7 +180,7 @@ def test_bad_inputs_raise_clear_errors(text_inputs):
 
 
 def test_loss_uses_paper_losses(text_inputs, pixel_values):
-    from groupvit.loss import groupvit_loss
+    from groupvit.training.losses import groupvit_loss
 
     model = randomize_(groupvit.GroupViTModel(tiny_config()), std=0.1).eval()
     prompts = torch.tensor([[[49406, 320, 2368, 49407], [49406, 320, 1929, 49407]]] * 2)
@@ -249,7 +249,7 @@ def test_from_pretrained_hub_id_offline(tiny_checkpoint, tmp_path):
 
 
 def test_semantic_targets_and_group_pooling_reach_the_loss(text_inputs, pixel_values):
-    from groupvit.loss import groupvit_loss
+    from groupvit.training.losses import groupvit_loss
 
     config = tiny_config(multi_label_target="semantic", multi_label_group_pooling="max")
     model = randomize_(groupvit.GroupViTModel(config), std=0.1).eval()

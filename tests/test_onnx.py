@@ -1,4 +1,4 @@
-"""ONNX export of the two towers and the ONNX Runtime segmenter (groupvit.onnx_export)."""
+"""ONNX export of the two towers and the ONNX Runtime segmenter (groupvit.segmentation.onnx)."""
 
 import json
 
@@ -10,10 +10,11 @@ import torch.nn.functional as F
 
 import groupvit
 from conftest import tiny_config
-from groupvit.segmentation import GroupViTSegmenter
+from groupvit.segmentation.segmenter import GroupViTSegmenter
 
 ort = pytest.importorskip("onnxruntime")
-from groupvit import onnx_export  # noqa: E402
+from groupvit.cli.export_onnx import main as export_onnx_main  # noqa: E402
+from groupvit.segmentation import onnx as onnx_export  # noqa: E402
 
 ATOL = 1e-4  # float32 graphs: the observed errors are ~1e-7
 LABELS = ["cat", "dog", "grass", "sky"]
@@ -227,7 +228,7 @@ def test_onnx_segmenter_rejects_a_directory_without_an_export(tmp_path):
 
 
 def test_export_onnx_main_prints_parity(tiny_checkpoint, tmp_path, capsys):
-    assert onnx_export.export_onnx_main(["--model", tiny_checkpoint, "--output", str(tmp_path), "--opset", "18"]) == 0
+    assert export_onnx_main(["--model", tiny_checkpoint, "--output", str(tmp_path), "--opset", "18"]) == 0
     printed = capsys.readouterr().out
     assert "max abs error" in printed and "grouping_2" in printed and "text_embeds" in printed
     metadata = json.loads((tmp_path / "groupvit_onnx.json").read_text())
@@ -239,8 +240,8 @@ def test_export_onnx_main_prints_parity(tiny_checkpoint, tmp_path, capsys):
 
 
 def test_export_onnx_main_without_validation_and_errors(tiny_checkpoint, tmp_path, capsys):
-    assert onnx_export.export_onnx_main(["--model", tiny_checkpoint, "--output", str(tmp_path), "--no-validate"]) == 0
+    assert export_onnx_main(["--model", tiny_checkpoint, "--output", str(tmp_path), "--no-validate"]) == 0
     assert "max abs error" not in capsys.readouterr().out
     assert "parity" not in json.loads((tmp_path / "groupvit_onnx.json").read_text())
-    assert onnx_export.export_onnx_main(["--model", tiny_checkpoint, "--output", str(tmp_path), "--opset", "12"]) == 1
+    assert export_onnx_main(["--model", tiny_checkpoint, "--output", str(tmp_path), "--opset", "12"]) == 1
     assert "opset" in capsys.readouterr().err

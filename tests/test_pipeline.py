@@ -1,4 +1,4 @@
-"""The zero-shot-image-segmentation pipeline (groupvit.pipeline_zero_shot_segmentation)."""
+"""The zero-shot-image-segmentation pipeline (groupvit.segmentation.pipeline)."""
 
 import logging
 
@@ -12,8 +12,8 @@ from transformers import pipeline
 
 import groupvit
 from conftest import randomize_, tiny_config
-from groupvit.pipeline_zero_shot_segmentation import TASK, ZeroShotImageSegmentationPipeline, register_pipeline
-from groupvit.segmentation import GroupViTSegmenter
+from groupvit.segmentation.pipeline import TASK, ZeroShotImageSegmentationPipeline, register_pipeline
+from groupvit.segmentation.segmenter import GroupViTSegmenter
 
 SMALL = {"short_side": 32, "window": 32, "stride": 16}  # tiny model: 32-px windows
 

@@ -1,4 +1,5 @@
-"""Zero-shot segmentation (groupvit.segmentation) and its drawing helpers (groupvit.visualization)."""
+"""Zero-shot segmentation (groupvit.segmentation.segmenter) and its drawing helpers
+(groupvit.segmentation.visualization)."""
 
 import copy
 
@@ -10,7 +11,7 @@ import torch.nn.functional as F
 
 import groupvit
 from conftest import randomize_, tiny_config
-from groupvit.segmentation import (
+from groupvit.segmentation.segmenter import (
     GroupViTSegmenter,
     SegmentationOptions,
     SegmentationProtocol,
@@ -22,7 +23,15 @@ from groupvit.segmentation import (
     sliding_windows,
     validate_labels,
 )
-from groupvit.visualization import colorize, grid, group_overlay, label_colors, legend, overlay, voc_palette
+from groupvit.segmentation.visualization import (
+    colorize,
+    grid,
+    group_overlay,
+    label_colors,
+    legend,
+    overlay,
+    voc_palette,
+)
 
 LABELS = ["cat", "dog", "grass"]
 
@@ -313,7 +322,7 @@ def test_model_without_grouping_segments_by_patch():
     """A plain ViT (no grouping stage): every patch is its own group, as in the paper's non-grouping baseline."""
     from conftest import tiny_config
     from groupvit import GroupViTModel, GroupViTProcessor
-    from groupvit.segmentation import GroupViTSegmenter
+    from groupvit.segmentation.segmenter import GroupViTSegmenter
 
     config = tiny_config(vision_config={"depths": [2], "num_group_tokens": [0], "num_output_groups": [0]})
     model = GroupViTModel(config).eval()

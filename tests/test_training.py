@@ -13,9 +13,15 @@ import torch
 from safetensors.torch import load_file
 
 import groupvit
-from groupvit import training
-from groupvit.train import main as pretrain_main
-from groupvit.training import TrainingConfig, list_checkpoints, load_training_config, parameter_groups, validate_config
+from groupvit.cli.pretrain import main as pretrain_main
+from groupvit.training import trainer as training
+from groupvit.training.trainer import (
+    TrainingConfig,
+    list_checkpoints,
+    load_training_config,
+    parameter_groups,
+    validate_config,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_RUN = str(ROOT / "configs" / "tiny-synthetic.yaml")
@@ -177,7 +183,7 @@ def test_two_cpu_processes_train(tmp_path):
 def test_push_to_hub_uploads_the_final_folder(tmp_path, monkeypatch):
     calls = []
     monkeypatch.setattr(
-        "groupvit.hub.push_folder_to_hub", lambda folder, repo_id, **kw: calls.append((folder, repo_id, kw))
+        "groupvit.hub.push.push_folder_to_hub", lambda folder, repo_id, **kw: calls.append((folder, repo_id, kw))
     )
     args = _args(tmp_path, "--max_steps", "2", "--logging_steps", "1", "--checkpointing_steps", "0")
     assert pretrain_main([*args, "--push_to_hub", "--hub_model_id", "me/tiny", "--hub_revision", "v1"]) == 0

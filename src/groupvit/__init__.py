@@ -14,8 +14,8 @@ from .modeling_groupvit import (
     GroupViTTextModel,
     GroupViTVisionModel,
 )
-from .pipeline_zero_shot_segmentation import ZeroShotImageSegmentationPipeline  # noqa: F401  (registers the task)
 from .processing_groupvit import GroupViTProcessor
+from .segmentation.pipeline import ZeroShotImageSegmentationPipeline  # noqa: F401  (registers the task)
 
 register_auto_classes()
 

@@ -234,7 +234,7 @@ class GroupViTConfig(PreTrainedConfig):
             the segment tokens) or `"max"` (against the best-matching projected segment token, which trains the
             group embeddings that segmentation reads).
         group_diversity_loss_weight: Weight of an anti-collapse term (not in the paper, 0 disables it): how far each
-            image's group usage is from uniform, see `groupvit.loss.group_diversity_loss`.
+            image's group usage is from uniform, see `groupvit.training.losses.group_diversity_loss`.
         group_diversity_marginal: Over what the diversity term's usage is measured: `"image"` (each image should use
             its groups evenly) or `"batch"` (the groups should be used evenly over the batch, as IIC's marginal over
             the data: an image with one object on a plain background may then use few groups).

@@ -9,7 +9,8 @@ conversion. What differs from the built-in model:
 - stochastic depth, Gumbel/hard assignment options and the original's initialisation are used in training;
 - `exp(logit_scale)` is clamped at `config.logit_scale_max` (100, as in the original);
 - `segmentation_logits` apply the logit scale once (the built-in applies it twice);
-- `return_loss=True` computes the paper's losses (`groupvit.loss`), with a cross-process gather and the multi-label
+- `return_loss=True` computes the paper's losses (`groupvit.training.losses`), with a cross-process gather and the
+multi-label
   contrastive loss when prompt texts are given.
 """
 
@@ -31,8 +32,9 @@ from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 from transformers.utils import ModelOutput
 from transformers.utils.generic import can_return_tuple
 
+from groupvit.training.losses import group_diversity_loss, groupvit_loss
+
 from .configuration_groupvit import GroupViTConfig, GroupViTTextConfig, GroupViTVisionConfig
-from .loss import group_diversity_loss, groupvit_loss
 
 # --------------------------------------------------------------------------------------------------------------------
 # Outputs

@@ -3,11 +3,11 @@
 A training output folder holds more than the model: optimizer and scheduler states (`*.pt`, `*.bin`), intermediate
 `checkpoint-*/` folders, pickled training arguments. [`push_folder_to_hub`] uploads only what a user needs to load
 the model, as an allowlist ([`ALLOW_PATTERNS`]) minus a denylist ([`IGNORE_PATTERNS`]), and refuses a folder whose
-weights are not in safetensors. `groupvit push` is [`push_main`].
+weights are not in safetensors. `groupvit push` is `groupvit.cli.push`.
 
 Example:
     ```python
-    >>> from groupvit.hub import files_to_upload, push_folder_to_hub
+    >>> from groupvit.hub.push import files_to_upload, push_folder_to_hub
     >>> files_to_upload("outputs/groupvit-s")  # doctest: +SKIP
     ['README.md', 'config.json', 'model.safetensors', 'processor_config.json', 'tokenizer.json', ...]
     >>> push_folder_to_hub("outputs/groupvit-s", "me/groupvit-s", private=True)  # doctest: +SKIP
@@ -16,7 +16,6 @@ Example:
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 from pathlib import Path
@@ -29,7 +28,6 @@ __all__ = [
     "IGNORE_PATTERNS",
     "files_to_upload",
     "push_folder_to_hub",
-    "push_main",
 ]
 
 logger = logging.getLogger(__name__)
@@ -131,51 +129,3 @@ def push_folder_to_hub(
         allow_patterns=list(ALLOW_PATTERNS),
         ignore_patterns=list(IGNORE_PATTERNS),
     )
-
-
-def _parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="groupvit push",
-        description="Push a saved GroupViT folder (safetensors weights, configs, processor, model card) to the Hub.",
-    )
-    parser.add_argument("folder", help="folder written by save_pretrained")
-    parser.add_argument("--repo-id", required=True, help="target Hub repository, namespace/name")
-    parser.add_argument("--revision", default=None, help="branch to push to (created when missing)")
-    parser.add_argument("--private", action="store_true", help="create the repository as private")
-    parser.add_argument("--commit-message", default=DEFAULT_COMMIT_MESSAGE, help="commit title")
-    parser.add_argument("--create-pr", action="store_true", help="open a pull request instead of committing")
-    parser.add_argument("--dry-run", action="store_true", help="list the files that would go up and stop")
-    return parser.parse_args(argv)
-
-
-def push_main(argv: list[str] | None = None) -> int:
-    """Entry point of `groupvit push FOLDER --repo-id ID [--revision R] [--private] [--commit-message M]`.
-
-    The token comes from `HF_TOKEN` or `huggingface-cli login` (never from the command line, where it would end up
-    in the shell history).
-
-    Args:
-        argv: Arguments after `push`; default: `sys.argv[1:]`.
-
-    Returns:
-        The exit status: 0 on success, 1 when the folder cannot be pushed.
-    """
-    args = _parse_args(argv)
-    try:
-        if args.dry_run:
-            _check_folder(Path(args.folder))
-            print("\n".join(files_to_upload(args.folder)))
-            return 0
-        commit = push_folder_to_hub(
-            args.folder,
-            args.repo_id,
-            revision=args.revision,
-            private=args.private,
-            commit_message=args.commit_message,
-            create_pr=args.create_pr,
-        )
-    except ValueError as error:
-        logger.error("groupvit push: %s", error)
-        return 1
-    print(getattr(commit, "pr_url", None) or getattr(commit, "commit_url", commit))
-    return 0

@@ -1,129 +1,22 @@
-"""The `groupvit` command: `groupvit SUBCOMMAND [ARGS...]`.
+"""`groupvit segment IMAGE... --labels L1,L2 --model M`: zero-shot segmentation of image files.
 
-Every subcommand is a `main(argv: list[str] | None) -> int` function, found through :data:`SUBCOMMANDS` (name ->
-module, function, one-line help) and imported only when it runs, so a module that is missing or broken affects its
-own subcommand and nothing else. Add one with an entry in :data:`SUBCOMMANDS` or :func:`register_subcommand`.
-
-This module implements `segment`:
-
-    groupvit segment cat.jpg street.png --labels "cat,dog,grass" --model nvidia/groupvit-gcc-yfcc \\
-        --output out/ --background-threshold 0.9
-
-writes `<stem>_overlay.png` (colours over the image, with a legend) and `<stem>_mask_<label>.png` (mode "L",
+Writes `<stem>_overlay.png` (colours over the image, with a legend) and `<stem>_mask_<label>.png` (mode "L",
 255 = label) per image, and prints each label's pixel share.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import logging
 import re
 import sys
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
-
-__all__ = ["SUBCOMMANDS", "Subcommand", "main", "register_subcommand", "segment_main"]
 
 logger = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class Subcommand:
-    """Where a subcommand lives: `module.function(argv) -> int`, imported lazily."""
-
-    module: str
-    function: str
-    help: str
-
-
-SUBCOMMANDS: dict[str, Subcommand] = {
-    "segment": Subcommand("groupvit.cli", "segment_main", "zero-shot segmentation of images into given labels"),
-    # hooks for the other entry points; each module defines the function named here
-    "demo": Subcommand("groupvit.demo", "main", "end-to-end demo on synthetic data"),
-    "pretrain": Subcommand("groupvit.train", "main", "pretrain GroupViT on image-caption pairs (Accelerate)"),
-    "evaluate": Subcommand("groupvit.evaluation", "main", "zero-shot segmentation mIoU on a dataset protocol"),
-    "push": Subcommand("groupvit.hub", "push_main", "push a saved model folder to the Hugging Face Hub"),
-    "app": Subcommand("groupvit.app", "main", "serve a web page (Gradio) for zero-shot segmentation"),
-    "export-onnx": Subcommand("groupvit.onnx_export", "export_onnx_main", "export the image and text towers to ONNX"),
-}
-
-
-def register_subcommand(name: str, module: str, function: str, help: str, overwrite: bool = False) -> None:
-    """Add `groupvit NAME`, run as `module.function(argv)`."""
-    if name in SUBCOMMANDS and not overwrite:
-        raise ValueError(f"subcommand {name!r} already exists; pass overwrite=True to replace it")
-    SUBCOMMANDS[name] = Subcommand(module, function, help)
-
-
-def _top_level_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="groupvit",
-        description="GroupViT (Semantic Segmentation Emerges from Text Supervision) as a Transformers model.",
-        epilog="Run `groupvit SUBCOMMAND --help` for the options of a subcommand.",
-    )
-    subparsers = parser.add_subparsers(dest="subcommand", metavar="SUBCOMMAND", title="subcommands")
-    for name, command in SUBCOMMANDS.items():
-        subparsers.add_parser(name, help=command.help, add_help=False)
-    return parser
-
-
-def _resolve(name: str) -> Callable[[list[str]], int]:
-    command = SUBCOMMANDS[name]
-    try:
-        module = importlib.import_module(command.module)
-    except ModuleNotFoundError as error:
-        if error.name is not None and command.module.startswith(error.name):
-            raise RuntimeError(
-                f"`groupvit {name}` is not available: module {command.module} is not installed"
-            ) from error
-        raise
-    function = getattr(module, command.function, None)
-    if function is None:
-        raise RuntimeError(f"`groupvit {name}` is not available: {command.module} has no {command.function}()")
-    return function
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of the `groupvit` console script.
-
-    Args:
-        argv: The arguments after `groupvit`; default `sys.argv[1:]`.
-
-    Returns:
-        The subcommand's exit status (2 for an unknown or unavailable subcommand).
-    """
-    argv = list(sys.argv[1:] if argv is None else argv)
-    parser = _top_level_parser()
-    if not argv or argv[0] in ("-h", "--help"):
-        parser.print_help()
-        return 0 if argv else 2
-    if argv[0] == "--version":
-        from . import __version__
-
-        print(f"groupvit {__version__}")
-        return 0
-    name, rest = argv[0], argv[1:]
-    if name not in SUBCOMMANDS:
-        parser.print_usage(sys.stderr)
-        print(f"groupvit: error: unknown subcommand {name!r} (choose from {', '.join(SUBCOMMANDS)})", file=sys.stderr)
-        return 2
-    try:
-        function = _resolve(name)
-    except RuntimeError as error:
-        print(f"groupvit: error: {error}", file=sys.stderr)
-        return 2
-    return int(function(rest) or 0)
-
-
-# --------------------------------------------------------------------------------------------------------------------
-# groupvit segment
-# --------------------------------------------------------------------------------------------------------------------
-
-
-def _segment_parser() -> argparse.ArgumentParser:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="groupvit segment",
         description="Zero-shot semantic segmentation with GroupViT. For each image, writes <stem>_overlay.png "
@@ -185,13 +78,13 @@ def _safe(label: str) -> str:
     return re.sub(r"[^0-9A-Za-z._-]+", "_", label).strip("_") or "label"
 
 
-def segment_main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     """Entry point of `groupvit segment IMAGE... --labels L1,L2 --model M [options]`.
 
     Returns:
         0 on success, 2 for invalid arguments or unreadable images.
     """
-    parser = _segment_parser()
+    parser = _parser()
     args = parser.parse_args(argv)
     if args.labels is None and args.protocol is None:
         parser.error("give --labels (or --protocol)")
@@ -200,9 +93,15 @@ def segment_main(argv: list[str] | None = None) -> int:
     import PIL.Image
     import torch
 
-    from .demo_model import resolve_model
-    from .segmentation import GroupViTSegmenter, SegmentationOptions, get_protocol, load_rgb_image, validate_labels
-    from .visualization import overlay
+    from groupvit.cli.demo_model import resolve_model
+    from groupvit.segmentation.segmenter import (
+        GroupViTSegmenter,
+        SegmentationOptions,
+        get_protocol,
+        load_rgb_image,
+        validate_labels,
+    )
+    from groupvit.segmentation.visualization import overlay
 
     try:
         if args.protocol is not None:
@@ -262,7 +161,3 @@ def segment_main(argv: list[str] | None = None) -> int:
         for index in np.argsort(-pixels, kind="stable"):
             print(f"  {result.labels[index]:<{width}}  {100.0 * pixels[index] / label_map.size:8.2f}")
     return status
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -31,7 +31,7 @@ Example:
     ```python
     >>> import PIL.Image
     >>> from groupvit import GroupViTConfig, GroupViTModel, GroupViTProcessor
-    >>> from groupvit.segmentation import GroupViTSegmenter
+    >>> from groupvit.segmentation.segmenter import GroupViTSegmenter
     >>> model = GroupViTModel(GroupViTConfig.from_preset("groupvit-tiny")).eval()
     >>> segmenter = GroupViTSegmenter(model, GroupViTProcessor.from_bundled(image_size=32), short_side=32, window=32)
     >>> result = segmenter.segment(PIL.Image.new("RGB", (48, 40)), ["cat", "dog"], background_threshold=0.9)[0]
@@ -59,7 +59,7 @@ import PIL.Image
 import torch
 import torch.nn.functional as F
 
-from .modeling_groupvit import GroupViTModel
+from groupvit.modeling_groupvit import GroupViTModel
 
 logger = logging.getLogger(__name__)
 

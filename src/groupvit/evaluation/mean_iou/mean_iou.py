@@ -14,11 +14,11 @@
 """Mean IoU (Intersection-over-Union) as an offline-loadable ``evaluate`` module.
 
 Drop-in replacement for the Hub's ``evaluate-metric/mean_iou`` (same inputs, arguments and outputs) that loads from
-a local path, e.g. ``evaluate.load(groupvit.metrics.MEAN_IOU_SCRIPT)`` or ``groupvit.metrics.load_mean_iou()``.
+a local path, e.g. ``evaluate.load(groupvit.evaluation.MEAN_IOU_SCRIPT)`` or ``groupvit.evaluation.load_mean_iou()``.
 
 ``evaluate.load`` copies this file alone into its modules cache (``HF_MODULES_CACHE``) and imports it from there,
 so relative imports cannot work. The computation therefore lives in the installed package
-(:mod:`groupvit.metrics.confusion`) and is imported absolutely; keep every import on its own line, since
+(:mod:`groupvit.evaluation.confusion`) and is imported absolutely; keep every import on its own line, since
 ``evaluate`` checks the importability of the first module name of each ``import`` line with a regex.
 """
 
@@ -28,13 +28,13 @@ from typing import Any
 import datasets
 import evaluate
 
-from groupvit.metrics.confusion import mean_iou
+from groupvit.evaluation.confusion import mean_iou
 
 _DESCRIPTION = """
 IoU is the area of overlap between the predicted segmentation and the ground truth divided by the area of union
 between the predicted segmentation and the ground truth. For binary (two classes) or multi-class segmentation,
 the mean IoU of the image is calculated by taking the IoU of each class and averaging them. This implementation
-accumulates a confusion matrix (``groupvit.metrics.ConfusionMatrix``) and matches ``evaluate-metric/mean_iou``.
+accumulates a confusion matrix (``groupvit.evaluation.ConfusionMatrix``) and matches ``evaluate-metric/mean_iou``.
 """
 
 _KWARGS_DESCRIPTION = """
@@ -73,7 +73,7 @@ silently dropped.
 Examples:
 
     >>> import numpy as np
-    >>> from groupvit.metrics import load_mean_iou
+    >>> from groupvit.evaluation import load_mean_iou
     >>> metric = load_mean_iou()
     >>> predicted = [np.array([[1, 2], [3, 4], [5, 255]]), np.array([[2, 7], [9, 2], [3, 6]])]
     >>> ground_truth = [np.array([[0, 3], [5, 4], [6, 255]]), np.array([[1, 7], [9, 2], [3, 6]])]
@@ -93,7 +93,7 @@ year = {2020}
 
 @evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
 class MeanIoU(evaluate.Metric):
-    """``evaluate`` metric computing mean IoU through :class:`groupvit.metrics.confusion.ConfusionMatrix`."""
+    """``evaluate`` metric computing mean IoU through :class:`groupvit.evaluation.confusion.ConfusionMatrix`."""
 
     def _info(self) -> evaluate.MetricInfo:
         """Declares the inputs: one label map per example, stored as an image like the Hub metric does."""

@@ -15,8 +15,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .demo_model import DEMO_SETTINGS, resolve_model, run_config_path
-from .evaluation import (
+from groupvit.cli.demo_model import DEMO_SETTINGS, resolve_model, run_config_path
+from groupvit.evaluation.evaluate import (
     evaluate_segmentation,
     format_report,
     select_background_threshold,
@@ -49,7 +49,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def score_model(model: str, args: argparse.Namespace, output: Path, settings: dict[str, Any]) -> dict[str, Any]:
     """Evaluate one model on the synthetic test split, writing its overlays into `output`."""
-    from .segmentation import GroupViTSegmenter
+    from groupvit.segmentation.segmenter import GroupViTSegmenter
 
     segmenter = GroupViTSegmenter.from_pretrained(model)
     protocol = synthetic_protocol(PRESET, **settings)
@@ -61,8 +61,8 @@ def score_model(model: str, args: argparse.Namespace, output: Path, settings: di
 
 def train_fresh(args: argparse.Namespace, output: Path) -> tuple[str, dict[str, Any]]:
     """Train with the demo recipe, then fix the background threshold on the validation split."""
-    from .segmentation import GroupViTSegmenter
-    from .training import load_training_config, train
+    from groupvit.segmentation.segmenter import GroupViTSegmenter
+    from groupvit.training.trainer import load_training_config, train
 
     overrides: dict[str, Any] = {"output_dir": str(output), "report_to": "none", "seed": args.seed}
     if args.train_steps:
@@ -78,8 +78,8 @@ def train_fresh(args: argparse.Namespace, output: Path) -> tuple[str, dict[str, 
 
 
 def segment_user_images(model: str, images: list[str], labels: list[str], settings: dict, output: Path) -> None:
-    from .segmentation import GroupViTSegmenter
-    from .visualization import overlay
+    from groupvit.segmentation.segmenter import GroupViTSegmenter
+    from groupvit.segmentation.visualization import overlay
 
     segmenter = GroupViTSegmenter.from_pretrained(model)
     image_size = segmenter.model.config.vision_config.image_size
@@ -87,7 +87,7 @@ def segment_user_images(model: str, images: list[str], labels: list[str], settin
         result = segmenter.segment(
             path, labels, mode="whole", short_side=image_size, background_first=True, **settings
         )[0]
-        from .segmentation import load_rgb_image
+        from groupvit.segmentation.segmenter import load_rgb_image
 
         picture = overlay(load_rgb_image(path), result.label_map, result.labels, background_index=0)
         target = output / f"{Path(path).stem}_overlay.png"
@@ -113,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"== freshly trained model ({info['train_summary']['step']} steps) ==")
         print(format_report(_as_report(results["trained"]["test"])))
     if args.images:
-        from .data.synthetic import get_spec
+        from groupvit.data.synthetic import get_spec
 
         labels = args.labels.split(",") if args.labels else list(get_spec(PRESET).class_names)
         segment_user_images(model, args.images, [label.strip() for label in labels], settings, output)
@@ -123,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _as_report(values: dict[str, Any]) -> Any:
-    from .evaluation import EvaluationReport
+    from groupvit.evaluation.evaluate import EvaluationReport
 
     return EvaluationReport(**values)
 

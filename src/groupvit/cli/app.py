@@ -14,7 +14,7 @@ Example:
     >>> import PIL.Image
     >>> import groupvit
     >>> from transformers import pipeline
-    >>> from groupvit.app import SegmentationApp
+    >>> from groupvit.cli.app import SegmentationApp
     >>> model = groupvit.GroupViTModel(groupvit.GroupViTConfig.from_preset("groupvit-tiny"))
     >>> segmenter = pipeline(
     ...     "zero-shot-image-segmentation", model=model, processor=groupvit.GroupViTProcessor.from_bundled(32)
@@ -44,7 +44,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import PIL.Image
 
-from .visualization import label_colors, overlay
+from groupvit.segmentation.visualization import label_colors, overlay
 
 if TYPE_CHECKING:  # pragma: no cover
     import gradio
@@ -155,7 +155,7 @@ class SegmentationApp:
     """The page's callback around a `zero-shot-image-segmentation` pipeline; usable without Gradio.
 
     Args:
-        segmenter: The pipeline (see :mod:`groupvit.pipeline_zero_shot_segmentation`).
+        segmenter: The pipeline (see :mod:`groupvit.segmentation.pipeline`).
         options: Extra pipeline arguments for every call (default: :func:`_default_options` of the model, i.e. whole
             image at the training resolution for models trained below 224 px).
         alpha: Opacity of the label colours in the overlay.
@@ -224,7 +224,7 @@ class SegmentationApp:
         entries: list[dict[str, Any]],
         seconds: float,
     ) -> tuple[PIL.Image.Image, list[tuple[PIL.Image.Image, str]], str]:
-        from .segmentation import BACKGROUND_LABEL
+        from groupvit.segmentation.segmenter import BACKGROUND_LABEL
 
         # colours follow the candidate order (background last), so a label keeps its colour across runs
         names = [*labels, BACKGROUND_LABEL] if with_background else list(labels)
@@ -273,7 +273,7 @@ def write_examples(directory: str | Path, num_examples: int = 4) -> list[Path]:
     Returns:
         The paths written, in order.
     """
-    from .data.synthetic import make_split
+    from groupvit.data.synthetic import make_split
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
@@ -286,7 +286,7 @@ def write_examples(directory: str | Path, num_examples: int = 4) -> list[Path]:
 
 
 def _example_labels() -> str:
-    from .data.synthetic import get_spec
+    from groupvit.data.synthetic import get_spec
 
     return ", ".join(get_spec(_EXAMPLE_SPEC).class_names)
 
@@ -294,8 +294,8 @@ def _example_labels() -> str:
 def _load_pipeline(model: str, device: str | None) -> tuple[Pipeline, dict[str, Any], str]:
     from transformers import pipeline
 
-    from .demo_model import DEMO_NAME, demo_directory, resolve_model
-    from .pipeline_zero_shot_segmentation import TASK
+    from groupvit.cli.demo_model import DEMO_NAME, demo_directory, resolve_model
+    from groupvit.segmentation.pipeline import TASK
 
     path, settings = resolve_model(model)
     if model == DEMO_NAME and Path(path) != demo_directory():

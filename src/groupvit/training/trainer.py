@@ -1,6 +1,7 @@
 """Pretraining library: the run configuration, builders, atomic checkpoints and the Accelerate training loop.
 
-`groupvit.train` (and `scripts/pretrain.py`) parse the command line and call `train(config)`. The same code runs on
+`groupvit.cli.pretrain` (and `scripts/pretrain.py`) parse the command line and call `train(config)`. The same code
+runs on
 one CPU process, several CPU processes (gloo) and one or many GPUs under `accelerate launch`.
 
 Decisions, where the paper and the original code leave room:
@@ -13,254 +14,41 @@ Decisions, where the paper and the original code leave room:
   stays per-process BatchNorm.
 """
 
-import dataclasses
 import json
 import logging
 import os
-import re
-import shutil
 import time
 from collections import Counter
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from torch.utils.data import DataLoader
 
-from .configuration_groupvit import GroupViTConfig, available_presets
-from .data.collate import ImageTextCollator
-from .data.nouns import get_noun_extractor, get_templates
-from .data.streams import (
+from groupvit.configuration_groupvit import GroupViTConfig
+from groupvit.data.collate import ImageTextCollator
+from groupvit.data.nouns import get_templates
+from groupvit.data.streams import (
     ImageTextStream,
     hf_dataset_source,
     load_hf_dataset,
     synthetic_source,
     webdataset_source,
 )
-from .data.transforms import transform_from_processor
-from .modeling_groupvit import GroupViTModel, chain_groupings
-from .processing_groupvit import GroupViTProcessor
+from groupvit.data.transforms import transform_from_processor
+from groupvit.modeling_groupvit import GroupViTModel, chain_groupings
+from groupvit.processing_groupvit import GroupViTProcessor
+from groupvit.training.checkpointing import TRAINER_STATE, list_checkpoints, resolve_checkpoint, save_checkpoint
+from groupvit.training.config import (
+    REFERENCE_BATCH_SIZE,
+    DataArguments,
+    TrainingConfig,
+    global_batch_size,
+    load_training_config,
+    validate_config,
+)
 
 logger = logging.getLogger(__name__)
-
-REFERENCE_BATCH_SIZE = 4096
-CHECKPOINT_PATTERN = re.compile(r"^checkpoint-(\d+)$")
-TRAINER_STATE = "trainer_state.json"
-
-
-@dataclass
-class DataArguments:
-    """Where the image-caption pairs come from and how they are augmented.
-
-    Args:
-        source: `"synthetic"`, `"webdataset"` or `"hf"` (a `datasets` dataset).
-        train_shards: Webdataset shard pattern(s), brace-expandable (`"data/shard-{000000..000099}.tar"`).
-        dataset: `datasets` source: a Hub id, a `save_to_disk` folder, an imagefolder directory, or parquet/arrow.
-        split: Split of `dataset`.
-        streaming: Stream `dataset` instead of loading it.
-        image_column: Image column of `dataset`.
-        text_column: Caption column of `dataset`.
-        synthetic_preset: Preset of `groupvit.data.synthetic` for `source="synthetic"`.
-        synthetic_num_samples: Size of the synthetic training split.
-        synthetic_seed: Base seed of the synthetic dataset.
-        synthetic_image_size: Side of the generated images.
-        image_size: Training crop size fed to the model.
-        crop_scale: Area range of the random resized crop (paper: 0.08-1.0).
-        hflip: Horizontal flip probability.
-        color_jitter: Colour jitter strength.
-        resampled: Draw webdataset shards with replacement (multi-node).
-        shuffle_buffer_size: Sample shuffle buffer (paper: 10000).
-        num_workers: DataLoader workers per process.
-        num_prompt_nouns: K nouns per caption for the multi-label loss (paper: 3; 0 turns the loss off).
-        noun_extractor: Name of a registered noun extractor.
-        prompt_templates: Template set name for the noun prompts (`simple`, `imagenet_subset`, ...).
-    """
-
-    source: Literal["synthetic", "webdataset", "hf"] = "synthetic"
-    train_shards: str | list[str] | None = None
-    dataset: str | None = None
-    split: str = "train"
-    streaming: bool = False
-    image_column: str = "image"
-    text_column: str = "text"
-    synthetic_preset: str = "objects"
-    synthetic_num_samples: int = 20000
-    synthetic_seed: int = 0
-    synthetic_image_size: int = 64
-    image_size: int = 224
-    crop_scale: tuple[float, float] = (0.08, 1.0)
-    hflip: float = 0.5
-    color_jitter: float = 0.4
-    resampled: bool = False
-    shuffle_buffer_size: int = 10000
-    num_workers: int = 2
-    num_prompt_nouns: int = 3
-    noun_extractor: str = "vocabulary"
-    prompt_templates: str = "simple"
-
-
-@dataclass
-class TrainingConfig:
-    """A pretraining run. Defaults are the paper's GroupViT-S recipe (per-device batch 256, 16 GPUs).
-
-    Args:
-        output_dir: Where checkpoints, logs and the final model go.
-        model_preset: A `groupvit.available_presets()` name.
-        model_overrides: Config fields to override (`{"vision_config": {"depths": [...]}}`).
-        init_from: Start from a pretrained directory or Hub id instead of random weights.
-        data: `DataArguments`.
-        per_device_train_batch_size: Batch per process and micro-step.
-        gradient_accumulation_steps: Micro-steps per optimizer step.
-        max_steps: Optimizer steps of the whole run.
-        learning_rate: Peak learning rate (for a global batch of 4096 when `scale_lr`).
-        min_learning_rate: Final learning rate of the cosine (same scaling).
-        scale_lr: Scale both rates by global_batch / 4096.
-        warmup_steps: Linear warmup steps (None: 2/30 of `max_steps`, the paper's 2 of 30 epochs).
-        weight_decay: AdamW weight decay.
-        adam_beta1: AdamW beta1.
-        adam_beta2: AdamW beta2.
-        adam_epsilon: AdamW epsilon.
-        max_grad_norm: Gradient clipping norm (paper: 5.0).
-        mixed_precision: `"no"`, `"bf16"` or `"fp16"`.
-        gradient_checkpointing: Recompute activations in the backward pass.
-        torch_compile: Compile the model with `torch.compile`.
-        multi_label_target: `"instance"` (paper) or `"semantic"` targets of the multi-label loss.
-        seed: Seed of the model init, data order and augmentation.
-        logging_steps: Log every N optimizer steps.
-        checkpointing_steps: Save an Accelerate state every N steps (0: never).
-        checkpoints_total_limit: Keep at most this many checkpoints.
-        resume_from_checkpoint: `"latest"`, a checkpoint directory, or None.
-        eval_steps: Zero-shot validation every N steps (synthetic data only; 0: never).
-        eval_num_samples: Validation images per evaluation.
-        report_to: Tracker names for Accelerate (`"tensorboard"`, `"wandb"`, `"all"`, `"none"`).
-        push_to_hub: Upload the final model with `huggingface_hub`.
-        hub_model_id: Target repo id.
-        hub_revision: Target branch.
-        hub_private: Create the repo as private.
-    """
-
-    output_dir: str = "runs/groupvit"
-    model_preset: str = "groupvit-s"
-    model_overrides: dict[str, Any] = field(default_factory=dict)
-    init_from: str | None = None
-    data: DataArguments = field(default_factory=DataArguments)
-    per_device_train_batch_size: int = 256
-    gradient_accumulation_steps: int = 1
-    max_steps: int = 30 * 6998
-    learning_rate: float = 1.6e-3
-    min_learning_rate: float = 4e-5
-    scale_lr: bool = True
-    warmup_steps: int | None = None
-    weight_decay: float = 0.05
-    adam_beta1: float = 0.9
-    adam_beta2: float = 0.999
-    adam_epsilon: float = 1e-8
-    max_grad_norm: float = 5.0
-    mixed_precision: Literal["no", "bf16", "fp16"] = "no"
-    gradient_checkpointing: bool = False
-    torch_compile: bool = False
-    multi_label_target: Literal["instance", "semantic"] = "instance"
-    seed: int = 0
-    logging_steps: int = 10
-    checkpointing_steps: int = 1000
-    checkpoints_total_limit: int | None = 3
-    resume_from_checkpoint: str | None = None
-    eval_steps: int = 0
-    eval_num_samples: int = 256
-    report_to: str = "tensorboard"
-    push_to_hub: bool = False
-    hub_model_id: str | None = None
-    hub_revision: str | None = None
-    hub_private: bool = False
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> "TrainingConfig":
-        """Build from a nested dict (a YAML/JSON file), rejecting unknown keys by name."""
-        values = dict(values)
-        data = values.pop("data", {}) or {}
-        _check_keys(cls, values, "")
-        _check_keys(DataArguments, data, "data.")
-        if "crop_scale" in data:
-            data["crop_scale"] = tuple(data["crop_scale"])
-        return cls(**values, data=DataArguments(**data))
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-
-def _check_keys(cls: type, values: dict[str, Any], prefix: str) -> None:
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - known)
-    if unknown:
-        raise ValueError(f"Unknown training config key(s) {[prefix + k for k in unknown]}; known: {sorted(known)}")
-
-
-def load_training_config(path: str | None, overrides: dict[str, Any] | None = None) -> TrainingConfig:
-    """Read a YAML or JSON run file and apply dotted overrides (`{"data.num_workers": 0}`)."""
-    values: dict[str, Any] = {}
-    if path is not None:
-        text = Path(path).read_text()
-        if path.endswith((".yaml", ".yml")):
-            import yaml
-
-            values = yaml.safe_load(text) or {}
-        else:
-            values = json.loads(text)
-        if not isinstance(values, dict):
-            raise ValueError(f"{path} must hold a mapping of config keys, got {type(values).__name__}")
-    for dotted, value in (overrides or {}).items():
-        target = values
-        *parents, leaf = dotted.split(".")
-        for parent in parents:
-            target = target.setdefault(parent, {})
-        target[leaf] = value
-    return TrainingConfig.from_dict(values)
-
-
-def validate_config(config: TrainingConfig, num_processes: int = 1) -> None:
-    """Fail at start, with the offending field, on settings that would fail later."""
-    if config.model_preset not in available_presets():
-        raise ValueError(f"Unknown model_preset {config.model_preset!r}; available: {available_presets()}")
-    positive = ("per_device_train_batch_size", "gradient_accumulation_steps", "max_steps", "learning_rate")
-    for name in positive:
-        if getattr(config, name) <= 0:
-            raise ValueError(f"{name} must be positive, got {getattr(config, name)}")
-    if config.mixed_precision not in ("no", "bf16", "fp16"):
-        raise ValueError(f"mixed_precision must be 'no', 'bf16' or 'fp16', got {config.mixed_precision!r}")
-    data = config.data
-    if data.source == "webdataset":
-        if not data.train_shards:
-            raise ValueError("data.source='webdataset' needs data.train_shards")
-        patterns = [data.train_shards] if isinstance(data.train_shards, str) else data.train_shards
-        import webdataset as wds
-
-        local = [
-            u for p in patterns for u in wds.shardlists.expand_urls(p) if "://" not in u and not u.startswith("pipe:")
-        ]
-        missing = [u for u in local if not os.path.exists(u)]
-        if missing:
-            raise ValueError(f"data.train_shards: {len(missing)} shard(s) do not exist, e.g. {missing[0]!r}")
-    elif data.source == "hf":
-        if not data.dataset:
-            raise ValueError("data.source='hf' needs data.dataset (a Hub id or a local path)")
-        looks_local = data.dataset.startswith((".", "/")) or data.dataset.endswith((".parquet", ".arrow"))
-        if looks_local and not os.path.exists(data.dataset):
-            raise ValueError(f"data.dataset path does not exist: {data.dataset!r}")
-    elif data.source != "synthetic":
-        raise ValueError(f"data.source must be 'synthetic', 'webdataset' or 'hf', got {data.source!r}")
-    if data.num_prompt_nouns < 0:
-        raise ValueError(f"data.num_prompt_nouns must be >= 0, got {data.num_prompt_nouns}")
-    get_noun_extractor(data.noun_extractor)
-    get_templates(data.prompt_templates)
-    if config.push_to_hub and not config.hub_model_id:
-        raise ValueError("push_to_hub needs hub_model_id")
-    if config.per_device_train_batch_size * num_processes < 2:
-        raise ValueError("The contrastive loss needs a global batch of at least 2 image-caption pairs")
-
-
-def global_batch_size(config: TrainingConfig, num_processes: int) -> int:
-    return config.per_device_train_batch_size * config.gradient_accumulation_steps * num_processes
 
 
 def build_model(config: TrainingConfig) -> GroupViTModel:
@@ -280,7 +68,7 @@ def build_train_stream(config: TrainingConfig, processor: GroupViTProcessor) -> 
     """The training stream and its collator."""
     data = config.data
     if data.source == "synthetic":
-        from .data.synthetic import make_split
+        from groupvit.data.synthetic import make_split
 
         split = make_split(
             data.synthetic_preset, "train", data.synthetic_num_samples, data.synthetic_image_size, data.synthetic_seed
@@ -325,59 +113,6 @@ def count_used_groups(groupings: tuple[torch.Tensor, ...]) -> list[float]:
         counts = torch.zeros(chained.shape[:2], device=chained.device).scatter_(1, winners, 1.0)
         used.append(counts.sum(dim=1).mean().item())
     return used
-
-
-# --------------------------------------------------------------------------------------------------------------------
-# Checkpoints
-# --------------------------------------------------------------------------------------------------------------------
-
-
-def list_checkpoints(output_dir: str | Path) -> list[Path]:
-    """Complete checkpoints, oldest first (temporary directories of interrupted saves are ignored)."""
-    root = Path(output_dir)
-    if not root.is_dir():
-        return []
-    found = [(int(m.group(1)), p) for p in root.iterdir() if (m := CHECKPOINT_PATTERN.match(p.name)) and p.is_dir()]
-    return [p for _, p in sorted(found) if (p / TRAINER_STATE).exists()]
-
-
-def resolve_checkpoint(output_dir: str | Path, resume_from_checkpoint: str | None) -> Path | None:
-    """`"latest"` -> the newest complete checkpoint (None if there is none yet); a path -> itself, checked."""
-    if not resume_from_checkpoint:
-        return None
-    if resume_from_checkpoint == "latest":
-        checkpoints = list_checkpoints(output_dir)
-        return checkpoints[-1] if checkpoints else None
-    path = Path(resume_from_checkpoint)
-    if not (path / TRAINER_STATE).exists():
-        raise ValueError(f"resume_from_checkpoint={resume_from_checkpoint!r} is not a complete checkpoint directory")
-    return path
-
-
-def save_checkpoint(accelerator: Any, output_dir: str | Path, state: dict[str, Any], total_limit: int | None) -> Path:
-    """Save the Accelerate state atomically: write into a temporary directory, then rename it into place.
-
-    A run killed mid-save leaves only a `.tmp-checkpoint-*` directory, which `list_checkpoints` ignores and the next
-    save removes. Every process must call this (each writes its RNG state).
-    """
-    root = Path(output_dir)
-    final = root / f"checkpoint-{state['step']}"
-    tmp = root / f".tmp-checkpoint-{state['step']}"
-    if accelerator.is_main_process and tmp.exists():
-        shutil.rmtree(tmp)
-    accelerator.wait_for_everyone()
-    accelerator.save_state(str(tmp), safe_serialization=True)
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        (tmp / TRAINER_STATE).write_text(json.dumps(state, indent=2))
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-        if total_limit:
-            for old in list_checkpoints(root)[:-total_limit]:
-                shutil.rmtree(old)
-    accelerator.wait_for_everyone()
-    return final
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -611,7 +346,7 @@ def _validation_samples(config: TrainingConfig) -> tuple[list[Any], list[str]] |
     if config.data.source != "synthetic":
         logger.info("eval_steps is set but the data is not synthetic: no built-in validation set, skipping")
         return None
-    from .data.synthetic import get_spec, make_split
+    from groupvit.data.synthetic import get_spec, make_split
 
     data = config.data
     split = make_split(
@@ -651,8 +386,8 @@ def _flat_config(config: TrainingConfig) -> dict[str, Any]:
 
 def _save_final(model: GroupViTModel, processor: GroupViTProcessor, config: TrainingConfig, summary: dict) -> None:
     """save_pretrained (safetensors) + processor + run summary + model card, then the optional Hub upload."""
-    from .hub import push_folder_to_hub
-    from .model_card import render_model_card
+    from groupvit.hub.model_card import render_model_card
+    from groupvit.hub.push import push_folder_to_hub
 
     output = Path(config.output_dir)
     model.save_pretrained(output, safe_serialization=True)

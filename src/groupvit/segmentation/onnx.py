@@ -16,16 +16,17 @@
 Both graphs come from the TorchScript-based exporter (`torch.onnx.export(..., dynamo=False)`), opset 17 by default.
 
 :class:`OnnxGroupViTSegmenter` loads such a directory with ONNX Runtime and segments images exactly as
-:class:`groupvit.segmentation.GroupViTSegmenter` does: the ONNX graphs replace the PyTorch towers, and the protocol
+:class:`groupvit.segmentation.segmenter.GroupViTSegmenter` does: the ONNX graphs replace the PyTorch towers, and the
+protocol
 (group scores, top-k restriction, background threshold, window averaging) is the same code, i.e. the pure torch
-functions of :mod:`groupvit.segmentation` applied to the ONNX outputs.
+functions of :mod:`groupvit.segmentation.segmenter` applied to the ONNX outputs.
 
 Example:
     ```python
     >>> import tempfile
     >>> import PIL.Image
     >>> from groupvit import GroupViTConfig, GroupViTModel, GroupViTProcessor
-    >>> from groupvit.onnx_export import OnnxGroupViTSegmenter, export_onnx
+    >>> from groupvit.segmentation.onnx import OnnxGroupViTSegmenter, export_onnx
     >>> model = GroupViTModel(GroupViTConfig.from_preset("groupvit-tiny"))
     >>> directory = tempfile.mkdtemp()
     >>> export = export_onnx(model, directory, processor=GroupViTProcessor.from_bundled(image_size=32))
@@ -41,12 +42,10 @@ Example:
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import logging
 import os
-import sys
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -57,8 +56,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from .modeling_groupvit import GroupViTModel
-from .segmentation import (
+from groupvit.modeling_groupvit import GroupViTModel
+from groupvit.segmentation.segmenter import (
     GroupViTSegmenter,
     SegmentationOptions,
 )
@@ -73,7 +72,6 @@ __all__ = [
     "OnnxExport",
     "OnnxGroupViTSegmenter",
     "export_onnx",
-    "export_onnx_main",
     "image_output_names",
     "validate_onnx",
 ]
@@ -187,7 +185,7 @@ def _load_processor(name_or_path: str | os.PathLike) -> Any:
     processor."""
     from transformers import AutoImageProcessor, AutoProcessor, AutoTokenizer
 
-    from .processing_groupvit import GroupViTProcessor
+    from groupvit.processing_groupvit import GroupViTProcessor
 
     try:
         processor = AutoProcessor.from_pretrained(name_or_path)
@@ -312,7 +310,7 @@ def export_onnx(
         logger.info("onnx is not installed; skipping onnx.checker")
 
     processor.save_pretrained(directory)
-    from . import __version__
+    from groupvit import __version__
 
     metadata: dict[str, Any] = {
         "format_version": _FORMAT_VERSION,
@@ -432,13 +430,14 @@ def validate_onnx(
 class OnnxGroupViTSegmenter(GroupViTSegmenter):
     """Zero-shot segmentation from an :func:`export_onnx` directory, on ONNX Runtime (no PyTorch weights needed).
 
-    A :class:`groupvit.segmentation.GroupViTSegmenter` whose text and image towers are the two ONNX graphs: it
-    overrides only how prompts and image windows are embedded, so image preparation, sliding windows, the protocol
+
+    A :class:`groupvit.segmentation.segmenter.GroupViTSegmenter` whose text and image towers are the two ONNX graphs:
+    it overrides only how prompts and image windows are embedded, so image preparation, sliding windows, the protocol
     and the results are the PyTorch segmenter's own code (torch on CPU for that small part).
 
     Args:
         directory: A directory written by :func:`export_onnx`.
-        options: Default :class:`~groupvit.segmentation.SegmentationOptions`.
+        options: Default :class:`~groupvit.segmentation.segmenter.SegmentationOptions`.
         providers: ONNX Runtime execution providers (default: CPU).
         session_options: An `onnxruntime.SessionOptions` for both sessions.
         **option_changes: Changes to `options`, e.g. `mode="whole"`, `background_threshold=0.95`.
@@ -534,62 +533,3 @@ class OnnxGroupViTSegmenter(GroupViTSegmenter):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(directory={str(self.directory)!r}, options={self.options})"
-
-
-# --------------------------------------------------------------------------------------------------------------------
-# `groupvit export-onnx`
-# --------------------------------------------------------------------------------------------------------------------
-
-
-def _parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="groupvit export-onnx",
-        description="Export GroupViT's image and text towers to ONNX (with the processor and the logit scale), and "
-        "check them against PyTorch with ONNX Runtime.",
-    )
-    parser.add_argument("--model", required=True, help="model directory or Hub id (a groupvit GroupViTModel)")
-    parser.add_argument("--output", required=True, help="directory to write the ONNX files into")
-    parser.add_argument(
-        "--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset, >= {_MIN_OPSET} (default: %(default)s)"
-    )
-    parser.add_argument(
-        "--image-size",
-        type=int,
-        default=None,
-        help="side of the traced dummy image (default: the config's); any multiple of the patch size works later",
-    )
-    parser.add_argument(
-        "--atol", type=float, default=1e-4, help="validation tolerance, absolute and relative (default: %(default)s)"
-    )
-    parser.add_argument("--no-validate", action="store_true", help="skip the ONNX Runtime vs PyTorch comparison")
-    return parser.parse_args(argv)
-
-
-def export_onnx_main(argv: list[str] | None = None) -> int:
-    """`groupvit export-onnx --model PATH_OR_ID --output DIR [--opset N] [--image-size S] [--no-validate]`.
-
-    Prints where the files went and, unless `--no-validate`, the largest absolute error of every output.
-
-    Returns:
-        0 on success, 1 when the export fails or ONNX Runtime and PyTorch differ beyond the tolerance.
-    """
-    args = _parse_args(argv)
-    try:
-        export = export_onnx(
-            args.model,
-            args.output,
-            opset=args.opset,
-            image_size=args.image_size,
-            validate=not args.no_validate,
-            atol=args.atol,
-            rtol=args.atol,
-        )
-    except (ValueError, OSError, ImportError) as error:
-        print(f"groupvit export-onnx: error: {error}", file=sys.stderr)
-        return 1
-    print(f"wrote {export.image_model.name}, {export.text_model.name} and {METADATA_FILE} to {export.directory}")
-    if export.parity is not None:
-        print(f"ONNX Runtime vs PyTorch, max abs error (atol {args.atol:g}):")
-        for name, error in export.parity.items():
-            print(f"  {name:<14} {error:.3g}")
-    return 0

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from groupvit.metrics.confusion import METRIC_KEYS, ConfusionMatrix, mean_iou, metrics_from_confusion_matrix
+from groupvit.evaluation.confusion import METRIC_KEYS, ConfusionMatrix, mean_iou, metrics_from_confusion_matrix
 
 __all__ = [
     "MEAN_IOU_DIR",
@@ -32,7 +32,7 @@ def load_mean_iou(**kwargs: Any) -> Any:
     """Loads the packaged mean-IoU ``evaluate`` module from its local script (works offline).
 
     ``evaluate`` copies the script into ``HF_MODULES_CACHE`` (default ``~/.cache/huggingface/modules``) and imports
-    it from there; the script imports :mod:`groupvit.metrics.confusion` from the installed package. No Hub access
+    it from there; the script imports :mod:`groupvit.evaluation.confusion` from the installed package. No Hub access
     happens, so ``HF_HUB_OFFLINE=1`` / ``HF_EVALUATE_OFFLINE=1`` are fine.
 
     Args:

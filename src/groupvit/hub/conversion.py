@@ -13,7 +13,7 @@ touches the disk; it never unpickles arbitrary Python objects.
 Example:
     ```python
     >>> from groupvit import GroupViTModel
-    >>> from groupvit.conversion import (
+    >>> from groupvit.hub.conversion import (
     ...     config_from_original, convert_original_state_dict, load_original_checkpoint, plain_config
     ... )
     >>> path = "group_vit_gcc_redcap_30e-3dd09a76.pth"
@@ -36,7 +36,7 @@ from typing import Any
 
 import torch
 
-from .configuration_groupvit import GroupViTConfig
+from groupvit.configuration_groupvit import GroupViTConfig
 
 logger = logging.getLogger(__name__)
 
@@ -254,7 +254,7 @@ def expected_state_dict_shapes(config: GroupViTConfig) -> dict[str, tuple[int, .
     """
     from accelerate import init_empty_weights
 
-    from .modeling_groupvit import GroupViTModel
+    from groupvit.modeling_groupvit import GroupViTModel
 
     with init_empty_weights():
         model = GroupViTModel(config)

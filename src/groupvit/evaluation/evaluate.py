@@ -1,7 +1,8 @@
 """Zero-shot segmentation evaluation: mIoU with a streaming confusion matrix, classification accuracy, overlays.
 
 The protocol (class names, renames, template, background threshold, resolution, sliding window) comes from a named
-preset (`groupvit.segmentation.get_protocol`): `voc`, `context`, `coco_object`, or `synthetic` for our generated data.
+preset (`groupvit.segmentation.segmenter.get_protocol`): `voc`, `context`, `coco_object`, or `synthetic` for our
+generated data.
 Annotations use 0 for background, 1..C for the classes in protocol order and 255 for "ignore", so predictions are made
 with the background first.
 
@@ -20,9 +21,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .metrics.confusion import ConfusionMatrix
-from .segmentation import GroupViTSegmenter, SegmentationProtocol
-from .visualization import colorize, grid, group_overlay, label_colors, legend, overlay
+from groupvit.evaluation.confusion import ConfusionMatrix
+from groupvit.segmentation.segmenter import GroupViTSegmenter, SegmentationProtocol
+from groupvit.segmentation.visualization import colorize, grid, group_overlay, label_colors, legend, overlay
 
 logger = logging.getLogger(__name__)
 
@@ -81,7 +82,7 @@ def samples_from_dataset(dataset: Any, image_column: str = "image", annotation_c
 
 def synthetic_samples(preset: str, split: str, num_samples: int, image_size: int = 64, seed: int = 0) -> Iterator:
     """`EvaluationSample`s of a `groupvit.data.synthetic` split; its masks already use 0 = background."""
-    from .data.synthetic import make_split
+    from groupvit.data.synthetic import make_split
 
     for sample in make_split(preset, split, num_samples, image_size, seed):
         yield EvaluationSample(sample.image, sample.mask.astype(np.int64), f"{split}-{sample.index:05d}")
@@ -286,93 +287,10 @@ def write_overlays(
 
 def synthetic_protocol(preset: str, **option_changes: Any) -> SegmentationProtocol:
     """The `synthetic` protocol filled with a synthetic preset's class names."""
-    from .data.synthetic import get_spec
-    from .segmentation import get_protocol
+    from groupvit.data.synthetic import get_spec
+    from groupvit.segmentation.segmenter import get_protocol
 
     return get_protocol("synthetic").with_class_names(list(get_spec(preset).class_names), **option_changes)
-
-
-def parse_args(argv: list[str] | None = None) -> Any:
-    import argparse
-
-    parser = argparse.ArgumentParser(
-        prog="groupvit evaluate",
-        description="Zero-shot semantic segmentation mIoU of a GroupViT model under a named protocol.",
-        epilog="Examples: groupvit evaluate --model nvidia/groupvit-gcc-yfcc --protocol voc --dataset ./voc_val  |  "
-        "groupvit evaluate --model demo --protocol synthetic --synthetic-split test --num-samples 200",
-    )
-    parser.add_argument("--model", default="demo", help="directory, Hub id, or 'demo' for the shipped demo model")
-    parser.add_argument("--protocol", default="synthetic", help="voc | context | coco_object | synthetic")
-    parser.add_argument("--dataset", help="datasets source with image + annotation columns (Hub id or local path)")
-    parser.add_argument("--split", default="validation")
-    parser.add_argument("--image-column", default="image")
-    parser.add_argument("--annotation-column", default="annotation")
-    parser.add_argument("--synthetic-preset", default="objects")
-    parser.add_argument("--synthetic-split", default="test", choices=["train", "validation", "test"])
-    parser.add_argument("--synthetic-seed", type=int, default=0)
-    parser.add_argument("--image-size", type=int, default=64, help="side of generated synthetic images")
-    parser.add_argument("--num-samples", type=int, default=200, help="images to evaluate (synthetic, or a cap)")
-    parser.add_argument("--background-threshold", type=float, help="override the protocol's threshold")
-    parser.add_argument("--mode", choices=["whole", "slide"])
-    parser.add_argument("--short-side", type=int)
-    parser.add_argument("--window", type=int)
-    parser.add_argument("--stride", type=int)
-    parser.add_argument("--output", default="eval_output", help="results.json and overlay PNGs go here")
-    parser.add_argument("--num-overlays", type=int, default=8)
-    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
-    return parser.parse_args(argv)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """`groupvit evaluate` / `scripts/evaluate_segmentation.py` (also under `accelerate launch`)."""
-    from accelerate import Accelerator
-
-    from .demo_model import resolve_model
-    from .segmentation import get_protocol
-
-    args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    changes = {
-        key: value
-        for key, value in {
-            "background_threshold": args.background_threshold,
-            "mode": args.mode,
-            "short_side": args.short_side,
-            "window": args.window,
-            "stride": args.stride,
-        }.items()
-        if value is not None
-    }
-    model_path, defaults = resolve_model(args.model)
-    if args.protocol == "synthetic":
-        protocol = synthetic_protocol(args.synthetic_preset, **{**defaults, **changes})
-        samples = synthetic_samples(
-            args.synthetic_preset, args.synthetic_split, args.num_samples, args.image_size, args.synthetic_seed
-        )
-    else:
-        if not args.dataset:
-            print(f"groupvit evaluate: --dataset is required for protocol {args.protocol!r}")
-            return 2
-        from itertools import islice
-
-        from .data.streams import load_hf_dataset
-
-        protocol = get_protocol(args.protocol)
-        protocol = protocol.with_class_names(list(protocol.class_names), **changes)
-        dataset = load_hf_dataset(args.dataset, split=args.split)
-        samples = islice(samples_from_dataset(dataset, args.image_column, args.annotation_column), args.num_samples)
-    accelerator = Accelerator()
-    dtype = torch.bfloat16 if args.dtype == "bfloat16" else torch.float32
-    segmenter = GroupViTSegmenter.from_pretrained(model_path, device=accelerator.device, dtype=dtype)
-    output = Path(args.output)
-    report = evaluate_segmentation(
-        segmenter, samples, protocol, accelerator=accelerator, overlay_dir=output, num_overlays=args.num_overlays
-    )
-    if accelerator.is_main_process:
-        output.mkdir(parents=True, exist_ok=True)
-        report.save(output / "results.json")
-        print(format_report(report))
-    return 0
 
 
 def format_report(report: EvaluationReport) -> str:

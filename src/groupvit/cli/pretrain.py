@@ -10,7 +10,7 @@ import os
 import sys
 from typing import Any
 
-from .training import TrainingConfig, load_training_config, train, validate_config
+from groupvit.training.trainer import TrainingConfig, load_training_config, train, validate_config
 
 # flag -> config key; each takes one value parsed as JSON when possible (so `0.001`, `true`, `[1, 2]` work)
 COMMON_FLAGS = {
@@ -59,7 +59,9 @@ def parse_args(argv: list[str] | None = None) -> tuple[str | None, dict[str, Any
         epilog="Example: accelerate launch --cpu --num_processes 2 scripts/pretrain.py --config configs/demo.yaml "
         "--max_steps 200 --set data.synthetic_num_samples=4000",
     )
-    parser.add_argument("--config", help="YAML or JSON run file with TrainingConfig fields (see groupvit.training)")
+    parser.add_argument(
+        "--config", help="YAML or JSON run file with TrainingConfig fields (see groupvit.training.trainer)"
+    )
     for flag, key in COMMON_FLAGS.items():
         parser.add_argument(f"--{flag}", dest=flag, type=_value, help=f"overrides `{key}`")
     for flag, key in SWITCHES.items():

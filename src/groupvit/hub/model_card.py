@@ -8,7 +8,7 @@ cards without the source tree. Evaluation results come from a `results.json` wri
 Example:
     ```python
     >>> from groupvit import GroupViTConfig
-    >>> from groupvit.model_card import render_model_card
+    >>> from groupvit.hub.model_card import render_model_card
     >>> card = render_model_card(
     ...     GroupViTConfig.from_preset("groupvit-tiny"),
     ...     results={"pascal_voc": {"mean_iou": 0.523}},
@@ -31,7 +31,7 @@ from typing import Any
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-from .configuration_groupvit import GroupViTConfig
+from groupvit.configuration_groupvit import GroupViTConfig
 
 __all__ = [
     "CITATION",
@@ -239,7 +239,7 @@ def _max_segments(config: GroupViTConfig) -> int:
 def _count_parameters(config: GroupViTConfig) -> str:
     from accelerate import init_empty_weights
 
-    from .modeling_groupvit import GroupViTModel
+    from groupvit.modeling_groupvit import GroupViTModel
 
     with init_empty_weights():
         model = GroupViTModel(config)

@@ -11,7 +11,8 @@ Importing `groupvit` registers the task with transformers' `PIPELINE_REGISTRY`, 
 ```
 
 works with our `GroupViTModel` (which `AutoModel` resolves to once `groupvit` is imported). The computation is
-:class:`groupvit.segmentation.GroupViTSegmenter`'s: short side 448, 448/224 sliding windows, the original group ->
+:class:`groupvit.segmentation.segmenter.GroupViTSegmenter`'s: short side 448, 448/224 sliding windows, the original
+group ->
 label scores and background rule; see that module for the details.
 """
 
@@ -25,7 +26,7 @@ import PIL.Image
 import torch
 from transformers import Pipeline
 
-from .segmentation import (
+from groupvit.segmentation.segmenter import (
     GroupViTSegmenter,
     SegmentationOptions,
     _check_template,
@@ -71,7 +72,7 @@ class ZeroShotImageSegmentationPipeline(Pipeline):
         window, stride: Sliding-window size and stride in pixels of the resized image (stride default: half the
             window).
         top_k, assignment, score_mode, template_ensemble, max_long_side, window_batch_size: See
-            :class:`groupvit.segmentation.SegmentationOptions`.
+            :class:`groupvit.segmentation.segmenter.SegmentationOptions`.
         timeout: Seconds to wait for an image URL.
 
     Returns:

@@ -34,9 +34,9 @@ def random_demo_model(directory: str | Path, seed: int = 0) -> Path:
     """Write a randomly initialised model with the demo architecture (and the processor) to `directory`."""
     import torch
 
-    from .configuration_groupvit import GroupViTConfig
-    from .modeling_groupvit import GroupViTModel
-    from .processing_groupvit import GroupViTProcessor
+    from groupvit.configuration_groupvit import GroupViTConfig
+    from groupvit.modeling_groupvit import GroupViTModel
+    from groupvit.processing_groupvit import GroupViTProcessor
 
     torch.manual_seed(seed)
     config = GroupViTConfig.from_preset(DEMO_PRESET)

@@ -1,0 +1,120 @@
+"""The `groupvit` command: `groupvit SUBCOMMAND [ARGS...]`.
+
+Every subcommand is a `main(argv: list[str] | None) -> int` function, found through :data:`SUBCOMMANDS` (name ->
+module, function, one-line help) and imported only when it runs, so a module that is missing or broken affects its
+own subcommand and nothing else. Add one with an entry in :data:`SUBCOMMANDS` or :func:`register_subcommand`.
+
+The command-line layer: this package is the only place in `groupvit` that parses argv. One module per
+subcommand (`segment`, `evaluate`, `pretrain`, `demo`, `push`, `export-onnx`, `app`), each a thin layer over the
+library functions it calls.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+
+__all__ = ["SUBCOMMANDS", "Subcommand", "main", "register_subcommand"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Subcommand:
+    """Where a subcommand lives: `module.function(argv) -> int`, imported lazily."""
+
+    module: str
+    function: str
+    help: str
+
+
+SUBCOMMANDS: dict[str, Subcommand] = {
+    "segment": Subcommand("groupvit.cli.segment", "main", "zero-shot segmentation of images into given labels"),
+    # hooks for the other entry points; each module defines the function named here
+    "demo": Subcommand("groupvit.cli.demo", "main", "end-to-end demo on synthetic data"),
+    "pretrain": Subcommand("groupvit.cli.pretrain", "main", "pretrain GroupViT on image-caption pairs (Accelerate)"),
+    "evaluate": Subcommand("groupvit.cli.evaluate", "main", "zero-shot segmentation mIoU on a dataset protocol"),
+    "push": Subcommand("groupvit.cli.push", "main", "push a saved model folder to the Hugging Face Hub"),
+    "app": Subcommand("groupvit.cli.app", "main", "serve a web page (Gradio) for zero-shot segmentation"),
+    "export-onnx": Subcommand("groupvit.cli.export_onnx", "main", "export the image and text towers to ONNX"),
+}
+
+
+def register_subcommand(name: str, module: str, function: str, help: str, overwrite: bool = False) -> None:
+    """Add `groupvit NAME`, run as `module.function(argv)`."""
+    if name in SUBCOMMANDS and not overwrite:
+        raise ValueError(f"subcommand {name!r} already exists; pass overwrite=True to replace it")
+    SUBCOMMANDS[name] = Subcommand(module, function, help)
+
+
+def _top_level_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="groupvit",
+        description="GroupViT (Semantic Segmentation Emerges from Text Supervision) as a Transformers model.",
+        epilog="Run `groupvit SUBCOMMAND --help` for the options of a subcommand.",
+    )
+    subparsers = parser.add_subparsers(dest="subcommand", metavar="SUBCOMMAND", title="subcommands")
+    for name, command in SUBCOMMANDS.items():
+        subparsers.add_parser(name, help=command.help, add_help=False)
+    return parser
+
+
+def _resolve(name: str) -> Callable[[list[str]], int]:
+    command = SUBCOMMANDS[name]
+    try:
+        module = importlib.import_module(command.module)
+    except ModuleNotFoundError as error:
+        if error.name is not None and command.module.startswith(error.name):
+            raise RuntimeError(
+                f"`groupvit {name}` is not available: module {command.module} is not installed"
+            ) from error
+        raise
+    function = getattr(module, command.function, None)
+    if function is None:
+        raise RuntimeError(f"`groupvit {name}` is not available: {command.module} has no {command.function}()")
+    return function
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `groupvit` console script.
+
+    Args:
+        argv: The arguments after `groupvit`; default `sys.argv[1:]`.
+
+    Returns:
+        The subcommand's exit status (2 for an unknown or unavailable subcommand).
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = _top_level_parser()
+    if not argv or argv[0] in ("-h", "--help"):
+        parser.print_help()
+        return 0 if argv else 2
+    if argv[0] == "--version":
+        from groupvit import __version__
+
+        print(f"groupvit {__version__}")
+        return 0
+    name, rest = argv[0], argv[1:]
+    if name not in SUBCOMMANDS:
+        parser.print_usage(sys.stderr)
+        print(f"groupvit: error: unknown subcommand {name!r} (choose from {', '.join(SUBCOMMANDS)})", file=sys.stderr)
+        return 2
+    try:
+        function = _resolve(name)
+    except RuntimeError as error:
+        print(f"groupvit: error: {error}", file=sys.stderr)
+        return 2
+    return int(function(rest) or 0)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# groupvit segment
+# --------------------------------------------------------------------------------------------------------------------
+
+
+if __name__ == "__main__":
+    sys.exit(main())
