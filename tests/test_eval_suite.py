@@ -435,6 +435,35 @@ def test_all_run_writes_table_skips_absent_and_restart_reuses_finished(tmp_path)
     assert json.loads((tmp_path / "out" / "results.json").read_text())["partial"] is True
 
 
+def test_reuse_needs_a_model_identity_and_the_same_weights(tmp_path):
+    write_ade(tmp_path / "data")
+    nameless = OracleSegmenter()
+    for _ in range(2):  # no name: a finished benchmark may belong to another model, so it is measured again
+        run_suite(nameless, ["ade20k"], tmp_path / "data", tmp_path / "out", progress=False)
+    assert nameless.images == 4
+    folder = tmp_path / "checkpoint"
+    folder.mkdir()
+    (folder / "model.safetensors").write_bytes(b"weights")
+    named = OracleSegmenter()
+    for _ in range(2):
+        run_suite(named, ["ade20k"], tmp_path / "data", tmp_path / "out2", progress=False, model_name=str(folder))
+    assert named.images == 2
+    (folder / "model.safetensors").write_bytes(b"retrained weights")  # rewritten in place
+    run_suite(named, ["ade20k"], tmp_path / "data", tmp_path / "out2", progress=False, model_name=str(folder))
+    assert named.images == 4
+
+
+def test_model_folder_is_loaded_and_named_in_the_table(tmp_path):
+    folder = tmp_path / "groupvit-gcc-yfcc"  # named like the Hub checkpoint: the table shows its paper numbers
+    randomize_(groupvit.GroupViTModel(tiny_config()), seed=2).save_pretrained(folder)
+    groupvit.GroupViTProcessor.from_bundled(image_size=32).save_pretrained(folder)
+    changes = {"short_side": 32, "window": 32, "stride": 16}
+    suite = run_one(tmp_path, "voc", str(folder), option_changes=changes)
+    assert suite.model == str(folder) and 0.0 <= suite.results["voc"].mean_iou <= 1.0
+    assert "| paper | 52.3 | 52.3 |" in suite.table  # VOC21 column, and its average
+    assert "short side 32 (long side <= 2048), slide 32/16, background threshold 0.95 (changed from" in suite.table
+
+
 def test_requested_benchmark_must_be_present_and_bad_arguments_fail_early(tmp_path):
     write_voc(tmp_path)
     with pytest.raises(ValueError, match=r"benchmark 'ade20k': expected ade/ADEChallengeData2016"):

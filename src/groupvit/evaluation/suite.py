@@ -359,6 +359,16 @@ def _load_finished(path: Path, fingerprint: Mapping[str, Any]) -> BenchmarkResul
     return result
 
 
+def _weights_identity(model_name: str) -> list[list[Any]]:
+    """Name, size and modification time of the weight files when `model_name` is a local folder (so a checkpoint
+    rewritten in place is not mistaken for the one an earlier run measured); empty for a Hub id."""
+    folder = Path(model_name) if model_name else None
+    if folder is None or not folder.is_dir():
+        return []
+    weights = sorted(p for pattern in ("*.safetensors", "*.bin") for p in folder.glob(pattern))
+    return [[p.name, p.stat().st_size, p.stat().st_mtime_ns] for p in weights]
+
+
 def _write_json(path: Path, values: Any) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_suffix(path.suffix + ".tmp")
@@ -394,7 +404,8 @@ def run_suite(
         option_changes: Segmentation options changed for every benchmark (e.g. `{"short_side": 224}`); the table
             marks the settings as changed from the preset.
         model_name: Name shown in the table and used to look up published numbers (default: the path, or the
-            model's `name_or_path`).
+            model's `name_or_path`). With the sizes and times of a local folder's weight files, it is how a restarted
+            run recognises its finished benchmarks; a model without any name never reuses them.
         progress: Show a progress bar per benchmark.
 
     Returns:
@@ -426,17 +437,25 @@ def run_suite(
         model_name = model_name or os.fspath(segmenter)
         device = accelerator.device if accelerator is not None else None
         segmenter = GroupViTSegmenter.from_pretrained(segmenter, device=device)
-    if model_name is None:
-        model_name = str(getattr(getattr(segmenter, "model", None), "name_or_path", "") or type(segmenter).__name__)
+    known_name = model_name or str(getattr(getattr(segmenter, "model", None), "name_or_path", "") or "")
+    model_name = known_name or type(segmenter).__name__
+    if not known_name:
+        logger.warning("the model has no name or path: finished benchmarks of earlier runs will not be reused")
     is_main = accelerator is None or accelerator.is_main_process
     output_dir = Path(output_dir)
     suite = SuiteResult(model=model_name, results={}, skipped=skipped, limit=limit)
     for name, files in found.items():
         protocol = get_protocol(name)
         options = protocol.options.replace(**option_changes)
-        fingerprint = {"model": model_name, "limit": limit, "num_available": len(files), "options": options.to_dict()}
+        fingerprint = {
+            "model": model_name,
+            "weights": _weights_identity(known_name),
+            "limit": limit,
+            "num_available": len(files),
+            "options": options.to_dict(),
+        }
         path = output_dir / "benchmarks" / f"{name}.json"
-        previous = _load_finished(path, fingerprint)
+        previous = _load_finished(path, fingerprint) if known_name else None
         if previous is not None:
             logger.info("%s: reusing the finished result in %s", name, path)
             suite.results[name] = previous
