@@ -322,6 +322,18 @@ def test_absent_benchmark_is_none_and_broken_folders_name_what_is_missing(tmp_pa
         open_benchmark("voc", tmp_path / "again")
 
 
+def test_data_root_may_be_the_benchmark_folder(tmp_path):
+    write_voc(tmp_path)
+    write_ade(tmp_path / "flat")
+    (tmp_path / "flat" / "ade" / "ADEChallengeData2016").rename(tmp_path / "flat" / "ADEChallengeData2016")
+    voc2012 = tmp_path / "VOCdevkit" / "VOC2012"
+    assert len(open_benchmark("voc", voc2012)) == 2 and len(open_benchmark("ade20k", tmp_path / "flat")) == 2
+    # the VOC2012 folder has JPEGImages but no Context annotations: Context is absent there, not broken
+    assert find_benchmark("context59", voc2012) is None
+    with pytest.raises(ValueError, match=r"expected VOCdevkit/VOC2010/JPEGImages under .*; found: ImageSets, JPEG"):
+        open_benchmark("context59", voc2012)
+
+
 def test_colour_annotations_and_mismatched_sizes_are_rejected(tmp_path):
     write_ade(tmp_path)
     folder = tmp_path / "ade" / "ADEChallengeData2016"

@@ -363,9 +363,10 @@ class BenchmarkFiles:
 
 
 def _candidate_roots(layout: BenchmarkLayout, data_root: Path) -> list[Path]:
-    """Benchmark folders that exist: a named sub-folder, or the data root itself when it holds the image folder."""
+    """Benchmark folders that exist: a named sub-folder, or the data root itself when it holds both the image and
+    the annotation folder (VOC2012 and VOC2010 share `JPEGImages`; only the annotation folder tells them apart)."""
     found = [data_root / rel for rel in layout.roots if (data_root / rel).is_dir()]
-    if not found and (data_root / layout.image_dir).is_dir():
+    if not found and (data_root / layout.image_dir).is_dir() and (data_root / layout.label_dir).is_dir():
         found.append(data_root)
     return found
 

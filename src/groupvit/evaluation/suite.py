@@ -40,7 +40,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from groupvit.evaluation.datasets import BACKGROUND_INDEX, BenchmarkFiles, find_benchmark, get_layout
+from groupvit.evaluation.datasets import BACKGROUND_INDEX, BenchmarkFiles, find_benchmark, get_layout, open_benchmark
 from groupvit.evaluation.evaluate import EvaluationSample, evaluate_segmentation
 from groupvit.segmentation.segmenter import (
     BACKGROUND_LABEL,
@@ -427,10 +427,9 @@ def run_suite(
         if files is not None:
             found[name] = files
             continue
-        layout = get_layout(name)
-        expected = " or ".join(layout.roots)
         if protocols != "all":
-            raise ValueError(f"benchmark {name!r}: expected {expected} under {os.fspath(data_root)}")
+            open_benchmark(name, data_root)  # raises, saying what was expected and found
+        expected = " or ".join(get_layout(name).roots)
         skipped[name] = f"no {expected} under {os.fspath(data_root)}"
         logger.info("skipping %s: %s", name, skipped[name])
     if isinstance(segmenter, (str, os.PathLike)):
