@@ -10,16 +10,16 @@ from transformers import pipeline
 
 import groupvit
 from groupvit.cli.demo import main as demo_main
+from groupvit.evaluation.diagnostics import region_oracle
 from groupvit.evaluation.evaluate import (
     EvaluationSample,
     evaluate_segmentation,
     format_report,
-    region_oracle,
     select_background_threshold,
     synthetic_protocol,
     synthetic_samples,
 )
-from groupvit.segmentation.segmenter import GroupViTSegmenter
+from groupvit.segmentation import GroupViTSegmenter
 
 
 @pytest.mark.slow

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 import groupvit
 from conftest import randomize_, tiny_config
-from groupvit.segmentation.segmenter import (
+from groupvit.segmentation import (
     GroupViTSegmenter,
     SegmentationOptions,
     SegmentationProtocol,
@@ -322,7 +322,7 @@ def test_model_without_grouping_segments_by_patch():
     """A plain ViT (no grouping stage): every patch is its own group, as in the paper's non-grouping baseline."""
     from conftest import tiny_config
     from groupvit import GroupViTModel, GroupViTProcessor
-    from groupvit.segmentation.segmenter import GroupViTSegmenter
+    from groupvit.segmentation import GroupViTSegmenter
 
     config = tiny_config(vision_config={"depths": [2], "num_group_tokens": [0], "num_output_groups": [0]})
     model = GroupViTModel(config).eval()
