@@ -10,7 +10,7 @@ from transformers import pipeline
 
 import groupvit
 from groupvit.cli.demo import main as demo_main
-from groupvit.evaluation.diagnostics import region_oracle
+from groupvit.evaluation.diagnostics import count_groups, region_oracle
 from groupvit.evaluation.evaluate import (
     EvaluationSample,
     evaluate_segmentation,
@@ -113,3 +113,11 @@ def test_threshold_selection_uses_the_given_split_and_improves_on_extremes(tiny_
     samples = list(synthetic_samples("objects", "validation", 4, image_size=32))
     best, scores = select_background_threshold(segmenter, samples, synthetic_protocol("objects", mode="whole"))
     assert best in scores and scores[best] == max(scores.values())
+
+
+def test_count_groups_of_one_image():
+    # stage 1: (3 groups, 2x2 grid), the arg-max groups are 0, 2, 2, 0; stage 2: (2, 2x2), all group 1
+    stage1 = torch.tensor([[[0.9, 0.1], [0.2, 0.8]], [[0.0, 0.0], [0.0, 0.0]], [[0.1, 0.9], [0.8, 0.2]]])
+    stage2 = torch.tensor([[[0.1, 0.1], [0.1, 0.1]], [[0.9, 0.9], [0.9, 0.9]]])
+    assert count_groups((stage1, stage2)) == [2, 1]
+    assert count_groups(None) == [] and count_groups(()) == []
