@@ -22,7 +22,7 @@ import torch
 from PIL import Image
 
 from groupvit.evaluation.confusion import ConfusionMatrix
-from groupvit.evaluation.diagnostics import count_groups, grouping_diagnostics
+from groupvit.evaluation.diagnostics import GroupingDiagnostics
 from groupvit.segmentation.protocols import SegmentationProtocol, get_protocol
 from groupvit.segmentation.segmenter import GroupViTSegmenter
 from groupvit.segmentation.visualization import colorize, grid, group_overlay, label_colors, legend, overlay
@@ -125,9 +125,8 @@ def evaluate_segmentation(
     rank, world = (accelerator.process_index, accelerator.num_processes) if accelerator else (0, 1)
     text_embeds = segmenter.encode_labels(labels, options.templates, options.template_ensemble)
     confusion = ConfusionMatrix(len(labels) + 1, ignore_index=255)
-    group_oracle = ConfusionMatrix(len(labels) + 1, ignore_index=255)
-    patch_oracle = ConfusionMatrix(len(labels) + 1, ignore_index=255)
-    hits, images, groups, label_hits, labelled_groups, diagnosed = 0, 0, [], 0, 0, 0
+    diagnostics = GroupingDiagnostics(len(labels) + 1, ignore_index=255)
+    hits, images = 0, 0
     rows: list[list[Image.Image]] = []
     group_rows: list[list[Image.Image]] = []
     bar = tqdm(desc=f"eval {protocol.name}", disable=not progress or rank != 0, unit="img")
@@ -145,15 +144,7 @@ def evaluate_segmentation(
         if present:
             hits += int(int(result.image_scores.argmax()) + 1 in present)
             images += 1
-        groups.append(count_groups(result.group_maps))
-        if result.group_maps:
-            oracle, ceiling, group_hits, group_total = grouping_diagnostics(
-                sample.annotation, result.group_maps[-1], result.label_logits, len(labels) + 1
-            )
-            group_oracle.update(oracle, sample.annotation)
-            patch_oracle.update(ceiling, sample.annotation)
-            label_hits, labelled_groups = label_hits + group_hits, labelled_groups + group_total
-            diagnosed += 1
+        diagnostics.update(sample.annotation, result.group_maps, result.label_logits)
         if len(rows) < num_overlays and overlay_dir is not None:
             rows.append(_overlay_row(sample, result, labels))
             if result.group_maps:
@@ -161,18 +152,14 @@ def evaluate_segmentation(
         bar.update(1)
     bar.close()
 
-    num_images = len(groups)
+    num_images = diagnostics.num_images
     if accelerator is not None and world > 1:
         confusion = confusion.synchronize(accelerator.gather, accelerator.device)
-        group_oracle = group_oracle.synchronize(accelerator.gather, accelerator.device)
-        patch_oracle = patch_oracle.synchronize(accelerator.gather, accelerator.device)
-        counts = [hits, images, label_hits, labelled_groups, diagnosed, num_images]
-        totals = accelerator.reduce(torch.tensor(counts, device=accelerator.device), reduction="sum")
-        hits, images, label_hits, labelled_groups, diagnosed, num_images = (int(v) for v in totals.tolist())
+        diagnostics = diagnostics.synchronize(accelerator)
+        totals = accelerator.reduce(torch.tensor([hits, images], device=accelerator.device), reduction="sum")
+        hits, images = (int(v) for v in totals.tolist())
+        num_images = diagnostics.num_images
     metrics = confusion.compute()
-    # the diagnostics need the group maps of every image (one window each)
-    diagnose = diagnosed == num_images and diagnosed > 0
-    used = np.asarray([g for g in groups if g], dtype=np.float64)
     report = EvaluationReport(
         protocol=protocol.name,
         labels=["background", *labels],
@@ -184,11 +171,8 @@ def evaluate_segmentation(
             name: float(v) for name, v in zip(["background", *labels], metrics["per_category_iou"], strict=True)
         },
         classification_accuracy=hits / max(1, images),
-        groups_used=used.mean(axis=0).tolist() if used.size else [],
         options=options.to_dict(),
-        oracle_group_miou=float(group_oracle.compute()["mean_iou"]) if diagnose else None,
-        patch_oracle_miou=float(patch_oracle.compute()["mean_iou"]) if diagnose else None,
-        group_label_accuracy=label_hits / max(1, labelled_groups) if diagnose else None,
+        **diagnostics.summary(),
     )
     if overlay_dir is not None and rank == 0 and rows:
         write_overlays(Path(overlay_dir), rows, group_rows, labels)

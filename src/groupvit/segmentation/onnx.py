@@ -182,6 +182,92 @@ def _load_processor(name_or_path: str | os.PathLike) -> Any:
     )
 
 
+def _trace_towers(
+    model: GroupViTModel,
+    tokenizer: Any,
+    image_size: tuple[int, int],
+    output_names: list[str],
+    image_path: Path,
+    text_path: Path,
+    opset: int,
+) -> None:
+    """Trace the image and text towers of `model` in eval mode into `image_path` and `text_path`."""
+    height, width = image_size
+    generator = torch.Generator().manual_seed(0)
+    pixel_values = torch.randn(2, model.config.vision_config.num_channels, height, width, generator=generator)
+    # a padded batch, so that the graph keeps the padding mask (an all-ones mask could be optimised away)
+    tokens = tokenizer(list(_VALIDATION_PROMPTS[:2]), padding=True, truncation=True, return_tensors="pt")
+    with eval_mode(model), torch.no_grad(), _quiet_tracing():
+        # the exporter restores the wrapper's training flag on every submodule afterwards, so the wrappers are put in
+        # eval mode themselves (inside the context, which restores the model's own flag at the end)
+        image_tower, text_tower = _ImageTower(model).eval(), _TextTower(model).eval()
+        torch.onnx.export(
+            image_tower,
+            (pixel_values,),
+            str(image_path),
+            dynamo=False,
+            opset_version=opset,
+            input_names=["pixel_values"],
+            output_names=output_names,
+            dynamic_axes={
+                "pixel_values": {0: "batch", 2: "height", 3: "width"},
+                "image_embeds": {0: "batch"},
+                "group_embeds": {0: "batch"},
+                # the first stage's map covers the patches; later ones map groups to groups
+                **{
+                    name: {0: "batch", 2: "num_patches"} if i == 0 else {0: "batch"}
+                    for i, name in enumerate(output_names[2:])
+                },
+            },
+        )
+        torch.onnx.export(
+            text_tower,
+            (tokens["input_ids"].long(), tokens["attention_mask"].long()),
+            str(text_path),
+            dynamo=False,
+            opset_version=opset,
+            input_names=["input_ids", "attention_mask"],
+            output_names=["text_embeds"],
+            dynamic_axes={
+                "input_ids": {0: "batch", 1: "length"},
+                "attention_mask": {0: "batch", 1: "length"},
+                "text_embeds": {0: "batch"},
+            },
+        )
+
+
+def _export_metadata(
+    model: GroupViTModel, opset: int, image_size: tuple[int, int], output_names: list[str]
+) -> dict[str, Any]:
+    """The contents of :data:`METADATA_FILE` (without the parity errors)."""
+    from groupvit import __version__
+
+    vision_config = model.config.vision_config
+    num_groupings = len(output_names) - 2
+    with torch.no_grad():
+        logit_scale = float(model.scaled(model.logit_scale.float()))
+    return {
+        "format_version": _FORMAT_VERSION,
+        "image_model": IMAGE_MODEL_FILE,
+        "text_model": TEXT_MODEL_FILE,
+        "opset": opset,
+        "logit_scale": logit_scale,
+        "patch_size": list(_pair(vision_config.patch_size)),
+        "traced_image_size": list(image_size),
+        "config_image_size": list(_pair(vision_config.image_size)),
+        "dynamic_image_size": True,
+        "num_groupings": num_groupings,
+        "num_groups": int(vision_config.num_output_groups[num_groupings - 1]) if num_groupings else None,
+        "projection_dim": int(model.config.projection_dim),
+        "image_inputs": ["pixel_values"],
+        "image_outputs": output_names,
+        "text_inputs": ["input_ids", "attention_mask"],
+        "text_outputs": ["text_embeds"],
+        "exporter": "torch.onnx.export(dynamo=False)",
+        "versions": {"torch": torch.__version__, "groupvit": __version__},
+    }
+
+
 def export_onnx(
     model: GroupViTModel | str | os.PathLike,
     output_dir: str | os.PathLike,
@@ -238,48 +324,7 @@ def export_onnx(
     directory = Path(output_dir)
     directory.mkdir(parents=True, exist_ok=True)
     image_path, text_path = directory / IMAGE_MODEL_FILE, directory / TEXT_MODEL_FILE
-    generator = torch.Generator().manual_seed(0)
-    pixel_values = torch.randn(2, vision_config.num_channels, height, width, generator=generator)
-    # a padded batch, so that the graph keeps the padding mask (an all-ones mask could be optimised away)
-    tokens = tokenizer(list(_VALIDATION_PROMPTS[:2]), padding=True, truncation=True, return_tensors="pt")
-    with eval_mode(model), torch.no_grad(), _quiet_tracing():
-        # the exporter restores the wrapper's training flag on every submodule afterwards, so the wrappers are put in
-        # eval mode themselves (inside the context, which restores the model's own flag at the end)
-        image_tower, text_tower = _ImageTower(model).eval(), _TextTower(model).eval()
-        torch.onnx.export(
-            image_tower,
-            (pixel_values,),
-            str(image_path),
-            dynamo=False,
-            opset_version=opset,
-            input_names=["pixel_values"],
-            output_names=output_names,
-            dynamic_axes={
-                "pixel_values": {0: "batch", 2: "height", 3: "width"},
-                "image_embeds": {0: "batch"},
-                "group_embeds": {0: "batch"},
-                # the first stage's map covers the patches; later ones map groups to groups
-                **{
-                    name: {0: "batch", 2: "num_patches"} if i == 0 else {0: "batch"}
-                    for i, name in enumerate(output_names[2:])
-                },
-            },
-        )
-        torch.onnx.export(
-            text_tower,
-            (tokens["input_ids"].long(), tokens["attention_mask"].long()),
-            str(text_path),
-            dynamo=False,
-            opset_version=opset,
-            input_names=["input_ids", "attention_mask"],
-            output_names=["text_embeds"],
-            dynamic_axes={
-                "input_ids": {0: "batch", 1: "length"},
-                "attention_mask": {0: "batch", 1: "length"},
-                "text_embeds": {0: "batch"},
-            },
-        )
-        logit_scale = float(model.scaled(model.logit_scale.float()))
+    _trace_towers(model, tokenizer, (height, width), output_names, image_path, text_path, opset)
 
     try:
         import onnx
@@ -290,28 +335,7 @@ def export_onnx(
         logger.info("onnx is not installed; skipping onnx.checker")
 
     processor.save_pretrained(directory)
-    from groupvit import __version__
-
-    metadata: dict[str, Any] = {
-        "format_version": _FORMAT_VERSION,
-        "image_model": IMAGE_MODEL_FILE,
-        "text_model": TEXT_MODEL_FILE,
-        "opset": opset,
-        "logit_scale": logit_scale,
-        "patch_size": list(patch),
-        "traced_image_size": [height, width],
-        "config_image_size": list(_pair(vision_config.image_size)),
-        "dynamic_image_size": True,
-        "num_groupings": num_groupings,
-        "num_groups": int(vision_config.num_output_groups[num_groupings - 1]) if num_groupings else None,
-        "projection_dim": int(model.config.projection_dim),
-        "image_inputs": ["pixel_values"],
-        "image_outputs": output_names,
-        "text_inputs": ["input_ids", "attention_mask"],
-        "text_outputs": ["text_embeds"],
-        "exporter": "torch.onnx.export(dynamo=False)",
-        "versions": {"torch": torch.__version__, "groupvit": __version__},
-    }
+    metadata = _export_metadata(model, opset, (height, width), output_names)
     parity = None
     if validate:
         second_size = (
