@@ -11,6 +11,7 @@ import logging
 import re
 import sys
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
 logger = logging.getLogger(__name__)
@@ -81,6 +82,29 @@ def _safe(label: str) -> str:
     return re.sub(r"[^0-9A-Za-z._-]+", "_", label).strip("_") or "label"
 
 
+def _write_result(source: str, image: Any, result: Any, prefix: Path, alpha: float) -> None:
+    """Write `<prefix>_overlay.png` and one `<prefix>_mask_<label>.png` per label; print each label's pixel share."""
+    import numpy as np
+    import PIL.Image
+
+    from groupvit.segmentation.visualization import overlay
+
+    overlay(image, result.label_map, result.labels, alpha=alpha, background_index=result.background_index).save(
+        f"{prefix}_overlay.png"
+    )
+    label_map = result.label_map.numpy()
+    pixels = np.bincount(label_map.ravel(), minlength=len(result.labels))
+    for index, label in enumerate(result.labels):
+        mask = ((label_map == index) * 255).astype(np.uint8)
+        PIL.Image.fromarray(mask).save(f"{prefix}_mask_{_safe(label)}.png")
+    logger.info("wrote %s_*", prefix)
+    width = max(len("label"), *(len(label) for label in result.labels))
+    print(f"{source} ({image.width}x{image.height})")
+    print(f"  {'label':<{width}}  {'pixels %':>8}")
+    for index in np.argsort(-pixels, kind="stable"):
+        print(f"  {result.labels[index]:<{width}}  {100.0 * pixels[index] / label_map.size:8.2f}")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of `groupvit segment IMAGE... --labels L1,L2 --model M [options]`.
 
@@ -92,14 +116,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.labels is None and args.protocol is None:
         parser.error("give --labels (or --protocol)")
 
-    import numpy as np
-    import PIL.Image
     import torch
 
     from groupvit.cli.shipped_model import inference_options, resolve_model
     from groupvit.processing_groupvit import to_rgb_image
     from groupvit.segmentation import GroupViTSegmenter, SegmentationOptions, get_protocol, validate_labels
-    from groupvit.segmentation.visualization import overlay
 
     changes = {
         "templates": tuple(args.template) if args.template else None,
@@ -151,19 +172,5 @@ def main(argv: list[str] | None = None) -> int:
             status = 2
             continue
         result = segmenter.segment(image, labels, options=options, text_embeds=text_embeds)[0]
-        stem = _stem(source, used)
-        overlay(
-            image, result.label_map, result.labels, alpha=args.alpha, background_index=result.background_index
-        ).save(output / f"{stem}_overlay.png")
-        label_map = result.label_map.numpy()
-        pixels = np.bincount(label_map.ravel(), minlength=len(result.labels))
-        for index, label in enumerate(result.labels):
-            mask = ((label_map == index) * 255).astype(np.uint8)
-            PIL.Image.fromarray(mask).save(output / f"{stem}_mask_{_safe(label)}.png")
-        logger.info("wrote %s_* to %s", stem, output)
-        width = max(len("label"), *(len(label) for label in result.labels))
-        print(f"{source} ({image.width}x{image.height})")
-        print(f"  {'label':<{width}}  {'pixels %':>8}")
-        for index in np.argsort(-pixels, kind="stable"):
-            print(f"  {result.labels[index]:<{width}}  {100.0 * pixels[index] / label_map.size:8.2f}")
+        _write_result(source, image, result, output / _stem(source, used), args.alpha)
     return status
