@@ -217,7 +217,7 @@ def infer_step(args: argparse.Namespace, config: Any, variant: Variant, batch_si
 
 def seg_step(args: argparse.Namespace, config: Any, variant: Variant) -> Callable[[], None]:
     """Segment one RGB image (`image_size` square, so no resize) into the 20 VOC labels, up to the label map."""
-    from groupvit.segmentation.segmenter import GroupViTSegmenter
+    from groupvit.segmentation import GroupViTSegmenter
 
     model = build_model(args, config, variant).eval()
     processor = groupvit.GroupViTProcessor.from_bundled(image_size=args.image_size)

@@ -15,14 +15,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from groupvit.cli.demo_model import run_config_path
+from groupvit.cli.shipped_model import run_config_path
 from groupvit.evaluation.evaluate import (
     evaluate_segmentation,
     select_background_threshold,
     synthetic_protocol,
     synthetic_samples,
 )
-from groupvit.segmentation.segmenter import GroupViTSegmenter
+from groupvit.segmentation import GroupViTSegmenter
 from groupvit.training.trainer import load_training_config, train
 
 PRESET = "objects"

@@ -15,7 +15,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from groupvit.cli.demo_model import DEMO_SETTINGS, demo_directory
+from groupvit.cli.shipped_model import DEMO_SETTINGS, demo_directory
 from groupvit.evaluation.evaluate import (
     evaluate_segmentation,
     select_background_threshold,
@@ -23,7 +23,7 @@ from groupvit.evaluation.evaluate import (
     synthetic_samples,
 )
 from groupvit.hub.model_card import render_model_card
-from groupvit.segmentation.segmenter import GroupViTSegmenter
+from groupvit.segmentation import GroupViTSegmenter
 
 FILES = ("config.json", "model.safetensors", "processor_config.json", "tokenizer.json", "tokenizer_config.json")
 PRESET, IMAGE_SIZE = "objects", 64

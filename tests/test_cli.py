@@ -1,5 +1,7 @@
 """The `groupvit` command line (groupvit.cli): dispatch and `groupvit segment`."""
 
+from pathlib import Path
+
 import numpy as np
 import PIL.Image
 import pytest
@@ -100,3 +102,45 @@ def test_segment_accepts_the_shipped_demo_model_by_name(tmp_path, capsys):
     assert cli.main([*argv, "--background-threshold", "0.9", "--mode", "whole"]) == 0
     assert PIL.Image.open(tmp_path / "test0_mask_sun.png").size == (64, 64)
     assert "test0.png (64x64)" in capsys.readouterr().out
+
+
+def test_segment_with_the_demo_model_uses_its_validated_settings_as_the_demo_and_app_do(tmp_path):
+    """`groupvit segment --model demo` takes the demo model's inference options (background threshold from its
+    demo.json, whole image at 64 px) from the same owner as `groupvit demo` and `groupvit app`: its masks are the
+    pipeline's with those options."""
+    import json
+
+    from transformers import pipeline
+
+    from groupvit.cli.shipped_model import DEMO_SETTINGS, inference_options, resolve_model
+    from groupvit.data.synthetic import make_split
+
+    path, settings = resolve_model("demo")
+    if (Path(path) / DEMO_SETTINGS).exists():  # the shipped model, not the random stand-in
+        assert (
+            settings["background_threshold"]
+            == json.loads((Path(path) / DEMO_SETTINGS).read_text())["options"]["background_threshold"]
+        )
+    image = tmp_path / "test1.png"
+    make_split("objects", "test", 2, 64, 0)[1].image.resize((96, 80)).save(image)
+    labels = ["sun", "leaf", "fish"]
+    assert (
+        cli.main(["segment", str(image), "--model", "demo", "--labels", ",".join(labels), "--output", str(tmp_path)])
+        == 0
+    )
+    # a background class, as in the demo and the app (the flag was not given)
+    assert (tmp_path / "test1_mask_background.png").exists()
+    options = inference_options(64, settings)
+    assert options["background_threshold"] == settings["background_threshold"] and options["short_side"] == 64
+    entries = pipeline("zero-shot-image-segmentation", model=path, device="cpu")(
+        str(image), candidate_labels=labels, **options
+    )
+    assert entries
+    for entry in entries:
+        written = np.asarray(PIL.Image.open(tmp_path / f"test1_mask_{entry['label']}.png"))
+        np.testing.assert_array_equal(written, np.asarray(entry["mask"]))
+    # and the flags still win
+    out = tmp_path / "no_background"
+    argv = ["segment", str(image), "--model", "demo", "--labels", "sun,leaf", "--output", str(out), "--no-background"]
+    assert cli.main(argv) == 0
+    assert not (out / "test1_mask_background.png").exists()

@@ -1,6 +1,7 @@
 """The demo end to end, shrunken: train a fresh model for a few steps, pick the threshold, score, write artefacts."""
 
 import json
+import threading
 
 import numpy as np
 import pytest
@@ -10,16 +11,16 @@ from transformers import pipeline
 
 import groupvit
 from groupvit.cli.demo import main as demo_main
+from groupvit.evaluation.diagnostics import count_groups, region_oracle
 from groupvit.evaluation.evaluate import (
     EvaluationSample,
     evaluate_segmentation,
     format_report,
-    region_oracle,
     select_background_threshold,
     synthetic_protocol,
     synthetic_samples,
 )
-from groupvit.segmentation.segmenter import GroupViTSegmenter
+from groupvit.segmentation import GroupViTSegmenter
 
 
 @pytest.mark.slow
@@ -113,3 +114,72 @@ def test_threshold_selection_uses_the_given_split_and_improves_on_extremes(tiny_
     samples = list(synthetic_samples("objects", "validation", 4, image_size=32))
     best, scores = select_background_threshold(segmenter, samples, synthetic_protocol("objects", mode="whole"))
     assert best in scores and scores[best] == max(scores.values())
+
+
+def test_count_groups_of_one_image():
+    # stage 1: (3 groups, 2x2 grid), the arg-max groups are 0, 2, 2, 0; stage 2: (2, 2x2), all group 1
+    stage1 = torch.tensor([[[0.9, 0.1], [0.2, 0.8]], [[0.0, 0.0], [0.0, 0.0]], [[0.1, 0.9], [0.8, 0.2]]])
+    stage2 = torch.tensor([[[0.1, 0.1], [0.1, 0.1]], [[0.9, 0.9], [0.9, 0.9]]])
+    assert count_groups((stage1, stage2)) == [2, 1]
+    assert count_groups(None) == [] and count_groups(()) == []
+
+
+class _Exchange:
+    """All-gather between threads that stand in for processes."""
+
+    def __init__(self, world: int) -> None:
+        self.barrier, self.slots = threading.Barrier(world), [None] * world
+
+    def all(self, rank: int, value: torch.Tensor) -> list[torch.Tensor]:
+        self.slots[rank] = value
+        self.barrier.wait()
+        values = list(self.slots)
+        self.barrier.wait()
+        return values
+
+
+class _ThreadAccelerator:
+    """The parts of `accelerate.Accelerator` that `evaluate_segmentation` uses, for one of two threads."""
+
+    num_processes, device = 2, "cpu"
+
+    def __init__(self, rank: int, exchange: _Exchange) -> None:
+        self.process_index, self.exchange = rank, exchange
+
+    def gather(self, tensor):
+        return torch.cat([t.reshape(-1, *t.shape[-2:]) for t in self.exchange.all(self.process_index, tensor)])
+
+    def reduce(self, tensor, reduction):
+        assert reduction == "sum"
+        return torch.stack(self.exchange.all(self.process_index, tensor)).sum(0)
+
+
+def test_evaluation_split_across_two_processes_equals_one_process():
+    samples = _perfect_segmenter_samples()
+    other = samples[0].annotation.copy()
+    other[:2] = 0  # a second kind of image, so the two processes see different data
+    samples += [EvaluationSample(Image.new("RGB", (8, 8)), other, "c")]
+    protocol = synthetic_protocol("objects", background_threshold=0.5)
+    single = evaluate_segmentation(_StubSegmenter(), samples, protocol, progress=False).to_dict()
+    exchange, reports = _Exchange(2), [None, None]
+
+    def run(rank: int) -> None:
+        accelerator = _ThreadAccelerator(rank, exchange)
+        reports[rank] = evaluate_segmentation(
+            _StubSegmenter(), samples, protocol, accelerator=accelerator, progress=False
+        )
+
+    threads = [threading.Thread(target=run, args=(rank,)) for rank in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    for report in reports:
+        split = report.to_dict()
+        split.pop("groups_used"), single.pop("groups_used", None)  # per process (the stub's first stage is random)
+        assert split.keys() == single.keys()
+        for key, value in single.items():
+            numbers = isinstance(value, float) or key == "per_category_iou"
+            expected = pytest.approx(value, nan_ok=True) if numbers else value
+            assert split[key] == expected, key
+    assert reports[0].num_images == 3 and reports[0].oracle_group_miou is not None

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 import groupvit
 from conftest import tiny_config
-from groupvit.segmentation.segmenter import GroupViTSegmenter
+from groupvit.segmentation import GroupViTSegmenter
 
 ort = pytest.importorskip("onnxruntime")
 from groupvit.cli.export_onnx import main as export_onnx_main  # noqa: E402

@@ -1,6 +1,11 @@
 """The zero-shot-image-segmentation pipeline (groupvit.segmentation.pipeline)."""
 
+import json
 import logging
+import os
+import subprocess
+import sys
+import textwrap
 
 import huggingface_hub
 import numpy as np
@@ -12,8 +17,8 @@ from transformers import pipeline
 
 import groupvit
 from conftest import randomize_, tiny_config
+from groupvit.segmentation import GroupViTSegmenter
 from groupvit.segmentation.pipeline import TASK, ZeroShotImageSegmentationPipeline, register_pipeline
-from groupvit.segmentation.segmenter import GroupViTSegmenter
 
 SMALL = {"short_side": 32, "window": 32, "stride": 16}  # tiny model: 32-px windows
 
@@ -34,6 +39,41 @@ def test_task_is_registered_once(caplog):
     with caplog.at_level(logging.WARNING):
         register_pipeline()  # idempotent: no "already registered" warning
     assert "already registered" not in caplog.text
+
+
+def test_import_groupvit_registers_the_task_without_loading_the_segmenter(tiny_checkpoint):
+    """`import groupvit` registers the pipeline but loads none of the heavy modules; they load when a pipeline is
+    built. A fresh interpreter, so that no other test's imports count."""
+    heavy = [
+        "groupvit.segmentation.segmenter",
+        "groupvit.segmentation.onnx",
+        "groupvit.segmentation.visualization",
+        "groupvit.evaluation",
+        "onnx",
+        "onnxruntime",
+    ]
+    code = textwrap.dedent(
+        f"""
+        import json, sys
+        import groupvit
+        import PIL.Image
+        from transformers import pipeline
+        after_import = [name for name in {heavy!r} if name in sys.modules]
+        segmenter = pipeline("zero-shot-image-segmentation", model={tiny_checkpoint!r}, device="cpu")
+        out = segmenter(PIL.Image.new("RGB", (40, 32)), candidate_labels=["cat", "dog"], short_side=32, window=32)
+        print(json.dumps({{"after_import": after_import, "segmenter": "groupvit.segmentation.segmenter" in sys.modules,
+                          "labels": [entry["label"] for entry in out], "size": list(out[0]["mask"].size)}}))
+        """
+    )
+    env = {"HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    run = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=False, env={**os.environ, **env}
+    )
+    assert run.returncode == 0, run.stderr
+    result = json.loads(run.stdout.strip().splitlines()[-1])
+    assert result["after_import"] == []
+    assert result["segmenter"] is True  # built on demand by the pipeline
+    assert set(result["labels"]) <= {"cat", "dog"} and result["labels"] and result["size"] == [40, 32]
 
 
 def test_loads_from_a_local_directory_offline(tiny_checkpoint, monkeypatch):

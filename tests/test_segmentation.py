@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 import groupvit
 from conftest import randomize_, tiny_config
-from groupvit.segmentation.segmenter import (
+from groupvit.segmentation import (
     GroupViTSegmenter,
     SegmentationOptions,
     SegmentationProtocol,
@@ -322,7 +322,7 @@ def test_model_without_grouping_segments_by_patch():
     """A plain ViT (no grouping stage): every patch is its own group, as in the paper's non-grouping baseline."""
     from conftest import tiny_config
     from groupvit import GroupViTModel, GroupViTProcessor
-    from groupvit.segmentation.segmenter import GroupViTSegmenter
+    from groupvit.segmentation import GroupViTSegmenter
 
     config = tiny_config(vision_config={"depths": [2], "num_group_tokens": [0], "num_output_groups": [0]})
     model = GroupViTModel(config).eval()
@@ -331,3 +331,50 @@ def test_model_without_grouping_segments_by_patch():
     result = segmenter.segment(image, ["cat", "dog"], mode="whole", short_side=None)[0]
     assert result.label_map.shape == (32, 32)
     assert result.group_maps[0].shape == (64, 8, 8)  # 8x8 patches, one group each
+
+
+def test_count_used_groups_by_hand_and_against_a_per_image_reference():
+    from groupvit.segmentation import chained_stages, count_used_groups
+
+    # stage 1: 4 patches -> 3 groups; patches 0,1 -> group 0, patches 2,3 -> group 2 (group 1 wins none)
+    stage1 = torch.tensor([[[0.8, 0.7, 0.1, 0.0], [0.1, 0.2, 0.2, 0.1], [0.1, 0.1, 0.7, 0.9]]])
+    # stage 2: 3 groups -> 2 groups, both stage-1 winners go to group 1
+    stage2 = torch.tensor([[[0.4, 0.9, 0.3], [0.6, 0.1, 0.7]]])
+    assert count_used_groups(chained_stages((stage1, stage2))) == [2.0, 1.0]
+    generator = torch.Generator().manual_seed(0)
+    groupings = (
+        torch.rand(5, 8, 16, generator=generator).softmax(1),
+        torch.rand(5, 3, 8, generator=generator).softmax(1),
+    )
+    chained, expected = None, []
+    for grouping in groupings:
+        chained = grouping if chained is None else grouping @ chained  # (batch, G_k, N)
+        expected.append(np.mean([len(set(chained[b].argmax(0).tolist())) for b in range(5)]))
+    assert count_used_groups(chained_stages(groupings)) == pytest.approx(expected)
+    maps = groupvit.segmentation.stage_group_maps(groupings, (4, 4), batch_size=5)  # the same on the patch grid
+    assert count_used_groups(maps) == pytest.approx(expected)
+
+
+def test_eval_mode_restores_the_mode_even_after_an_error():
+    from groupvit.utils import eval_mode
+
+    module = torch.nn.Sequential(torch.nn.Dropout(0.5), torch.nn.BatchNorm1d(2)).train()
+    with pytest.raises(RuntimeError), eval_mode(module):
+        assert not module.training and not module[1].training
+        raise RuntimeError("boom")
+    assert module.training and module[1].training
+    with eval_mode(module.eval()):
+        pass
+    assert not module.training
+
+
+def test_docstring_examples_run():
+    import doctest
+
+    from groupvit import utils
+    from groupvit.cli import shipped_model
+    from groupvit.segmentation import protocols, scoring, segmenter, windows
+
+    for module in (protocols, windows, scoring, segmenter, utils, shipped_model):
+        result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
+        assert result.attempted > 0 and result.failed == 0, module.__name__

@@ -37,6 +37,7 @@ __all__ = [
     "GroupViTProcessor",
     "bundled_tokenizer",
     "bundled_tokenizer_files",
+    "to_rgb_image",
 ]
 
 logger = logging.get_logger(__name__)
@@ -212,13 +213,32 @@ def _array_to_pil(array: np.ndarray, source: str) -> PIL.Image.Image:
     return PIL.Image.fromarray(np.ascontiguousarray(array), mode="RGB")
 
 
-def _to_rgb_image(image: Any, index: int) -> PIL.Image.Image:
-    """Validate one image and convert it to an RGB PIL image."""
-    source = f"#{index} ({type(image).__name__})"
+def to_rgb_image(image: Any, index: int | None = None, timeout: float | None = None) -> PIL.Image.Image:
+    """Validate one image and convert it to a non-empty RGB PIL image: the package's one image-to-RGB routine.
+
+    Args:
+        image: A file path or http(s) URL (loaded with transformers' `load_image`, EXIF orientation applied), a PIL
+            image (alpha composited on white, as transformers' `do_convert_rgb`), or an `HxW`, `HxWxC` or `CxHxW`
+            numpy array / torch tensor (C in 1, 3, 4; uint8 or other integers in `[0, 255]`, floats in `[0, 1]` or
+            `[0, 255]`).
+        index: Position of the image in a batch, for error messages.
+        timeout: Seconds to wait for a URL.
+
+    Raises:
+        ValueError: naming the offending value, for anything else, a missing file or an empty image.
+
+    Example:
+        ```python
+        >>> to_rgb_image(np.zeros((2, 3), dtype=np.uint8)).size, to_rgb_image(PIL.Image.new("RGBA", (4, 1))).mode
+        ((3, 2), 'RGB')
+
+        ```
+    """
+    source = f"{'' if index is None else f'#{index} '}({type(image).__name__})"
     if isinstance(image, (str, os.PathLike)):
         location = os.fspath(image)
         if isinstance(location, str) and (location.startswith(("http://", "https://")) or os.path.isfile(location)):
-            image = load_image(location)
+            image = load_image(location, timeout=timeout)
         else:
             raise ValueError(
                 f"image {source} is a string/path but not an existing file or http(s) URL: {_describe(image)}. "
@@ -247,7 +267,7 @@ def _prepare_images(images: Any) -> list[PIL.Image.Image]:
         images = [images]
     if len(images) == 0:
         raise ValueError("`images` is empty; pass at least one image or leave `images=None`")
-    return [_to_rgb_image(image, i) for i, image in enumerate(images)]
+    return [to_rgb_image(image, i) for i, image in enumerate(images)]
 
 
 def _prepare_text(text: Any) -> str | list[str]:

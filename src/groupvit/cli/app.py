@@ -44,6 +44,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import PIL.Image
 
+from groupvit.processing_groupvit import to_rgb_image
 from groupvit.segmentation.visualization import label_colors, overlay
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -113,20 +114,18 @@ def parse_labels(text: str | None) -> list[str]:
 
 
 def _check_image(image: Any) -> PIL.Image.Image:
+    """The uploaded image as RGB (through the package's one image-to-RGB routine), within the page's size limit."""
     if image is None:
         raise InputError("upload an image or pick an example first.")
-    if isinstance(image, np.ndarray):
-        image = PIL.Image.fromarray(image)
-    if not isinstance(image, PIL.Image.Image):
+    if not isinstance(image, (PIL.Image.Image, np.ndarray)):  # no paths or URLs from the page
         raise InputError(f"expected an image, got {type(image).__name__}.")
+    image = to_rgb_image(image)
     if max(image.size) > MAX_IMAGE_SIDE:
         raise InputError(
             f"the image is {image.width}x{image.height} px; the largest side may be at most {MAX_IMAGE_SIDE} px. "
             "Resize it and try again."
         )
-    if min(image.size) < 1:
-        raise InputError("the image is empty.")
-    return image.convert("RGB")
+    return image
 
 
 def _for_display(image: PIL.Image.Image) -> PIL.Image.Image:
@@ -141,29 +140,24 @@ def _for_display(image: PIL.Image.Image) -> PIL.Image.Image:
     return image.resize(size, resample)
 
 
-def _default_options(segmenter: Pipeline) -> dict[str, Any]:
-    """Pipeline options suited to the model: small models trained at low resolution (like the demo model, 64 px)
-    see the whole image resized to their training size, as `groupvit demo` does; others use the original protocol
-    (short side 448, 448/224 sliding windows)."""
-    image_size = int(segmenter.model.config.vision_config.image_size)
-    if image_size < 224:
-        return {"mode": "whole", "short_side": image_size}
-    return {}
-
-
 class SegmentationApp:
     """The page's callback around a `zero-shot-image-segmentation` pipeline; usable without Gradio.
 
     Args:
         segmenter: The pipeline (see :mod:`groupvit.segmentation.pipeline`).
-        options: Extra pipeline arguments for every call (default: :func:`_default_options` of the model, i.e. whole
-            image at the training resolution for models trained below 224 px).
+        options: Extra pipeline arguments for every call (default: the model's
+            :func:`groupvit.cli.shipped_model.inference_options`, i.e. the whole image at the training resolution for
+            models trained below 224 px).
         alpha: Opacity of the label colours in the overlay.
     """
 
     def __init__(self, segmenter: Pipeline, options: dict[str, Any] | None = None, alpha: float = 0.5) -> None:
         self.segmenter = segmenter
-        self.options = _default_options(segmenter) if options is None else dict(options)
+        if options is None:
+            from groupvit.cli.shipped_model import inference_options
+
+            options = inference_options(int(segmenter.model.config.vision_config.image_size))
+        self.options = dict(options)
         self.alpha = alpha
         # the pipeline keeps per-call state (label embeddings), so calls from Gradio's worker threads take turns
         self._lock = threading.Lock()
@@ -196,9 +190,7 @@ class SegmentationApp:
             threshold = float(background_threshold) if use_background and background_threshold is not None else None
             if use_background and background_threshold is None:
                 raise InputError("choose a background threshold or untick the background class.")
-            template = (template or "").strip() or TEMPLATES[0]
-            if "{}" not in template:
-                raise InputError(f'the prompt template must contain "{{}}" where the label goes, got "{template}".')
+            template = (template or "").strip() or TEMPLATES[0]  # checked by the pipeline
             start = time.perf_counter()
             with self._lock:
                 entries = self.segmenter(
@@ -224,7 +216,7 @@ class SegmentationApp:
         entries: list[dict[str, Any]],
         seconds: float,
     ) -> tuple[PIL.Image.Image, list[tuple[PIL.Image.Image, str]], str]:
-        from groupvit.segmentation.segmenter import BACKGROUND_LABEL
+        from groupvit.segmentation.protocols import BACKGROUND_LABEL
 
         # colours follow the candidate order (background last), so a label keeps its colour across runs
         names = [*labels, BACKGROUND_LABEL] if with_background else list(labels)
@@ -294,7 +286,7 @@ def _example_labels() -> str:
 def _load_pipeline(model: str, device: str | None) -> tuple[Pipeline, dict[str, Any], str]:
     from transformers import pipeline
 
-    from groupvit.cli.demo_model import DEMO_NAME, demo_directory, resolve_model
+    from groupvit.cli.shipped_model import DEMO_NAME, demo_directory, resolve_model
     from groupvit.segmentation.pipeline import TASK
 
     path, settings = resolve_model(model)

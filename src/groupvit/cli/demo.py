@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from groupvit.cli.demo_model import DEMO_SETTINGS, resolve_model, run_config_path
+from groupvit.cli.shipped_model import DEMO_SETTINGS, resolve_model, run_config_path
 from groupvit.evaluation.evaluate import (
     evaluate_segmentation,
     format_report,
@@ -49,7 +49,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def score_model(model: str, args: argparse.Namespace, output: Path, settings: dict[str, Any]) -> dict[str, Any]:
     """Evaluate one model on the synthetic test split, writing its overlays into `output`."""
-    from groupvit.segmentation.segmenter import GroupViTSegmenter
+    from groupvit.segmentation import GroupViTSegmenter
 
     segmenter = GroupViTSegmenter.from_pretrained(model)
     protocol = synthetic_protocol(PRESET, **settings)
@@ -61,7 +61,7 @@ def score_model(model: str, args: argparse.Namespace, output: Path, settings: di
 
 def train_fresh(args: argparse.Namespace, output: Path) -> tuple[str, dict[str, Any]]:
     """Train with the demo recipe, then fix the background threshold on the validation split."""
-    from groupvit.segmentation.segmenter import GroupViTSegmenter
+    from groupvit.segmentation import GroupViTSegmenter
     from groupvit.training.trainer import load_training_config, train
 
     overrides: dict[str, Any] = {"output_dir": str(output), "report_to": "none", "seed": args.seed}
@@ -78,18 +78,17 @@ def train_fresh(args: argparse.Namespace, output: Path) -> tuple[str, dict[str, 
 
 
 def segment_user_images(model: str, images: list[str], labels: list[str], settings: dict, output: Path) -> None:
-    from groupvit.segmentation.segmenter import GroupViTSegmenter
+    from groupvit.cli.shipped_model import inference_options
+    from groupvit.processing_groupvit import to_rgb_image
+    from groupvit.segmentation import GroupViTSegmenter
     from groupvit.segmentation.visualization import overlay
 
     segmenter = GroupViTSegmenter.from_pretrained(model)
-    image_size = segmenter.model.config.vision_config.image_size
+    options = inference_options(segmenter.model.config.vision_config.image_size, settings)
     for path in images:
-        result = segmenter.segment(
-            path, labels, mode="whole", short_side=image_size, background_first=True, **settings
-        )[0]
-        from groupvit.segmentation.segmenter import load_rgb_image
-
-        picture = overlay(load_rgb_image(path), result.label_map, result.labels, background_index=0)
+        image = to_rgb_image(path)
+        result = segmenter.segment(image, labels, background_first=True, **options)[0]
+        picture = overlay(image, result.label_map, result.labels, background_index=0)
         target = output / f"{Path(path).stem}_overlay.png"
         picture.save(target)
         print(f"{path}: {', '.join(result.masks())} -> {target}")

@@ -18,7 +18,7 @@ from groupvit.evaluation.evaluate import (
     synthetic_protocol,
     synthetic_samples,
 )
-from groupvit.segmentation.segmenter import GroupViTSegmenter
+from groupvit.segmentation import GroupViTSegmenter
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -54,8 +54,8 @@ def main(argv: list[str] | None = None) -> int:
     """`groupvit evaluate` / `scripts/evaluate_segmentation.py` (also under `accelerate launch`)."""
     from accelerate import Accelerator
 
-    from groupvit.cli.demo_model import resolve_model
-    from groupvit.segmentation.segmenter import get_protocol
+    from groupvit.cli.shipped_model import resolve_model
+    from groupvit.segmentation import get_protocol
 
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")

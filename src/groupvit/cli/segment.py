@@ -11,6 +11,7 @@ import logging
 import re
 import sys
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
 logger = logging.getLogger(__name__)
@@ -36,14 +37,17 @@ def _parser() -> argparse.ArgumentParser:
         "the other flags override it",
     )
     parser.add_argument("--output", default=".", help="output directory (default: the current directory)")
-    parser.add_argument(
+    background = parser.add_mutually_exclusive_group()
+    background.add_argument(
         "--background-threshold",
         type=float,
         default=None,
         metavar="F",
         help="add a background class: pixels whose best label score is below min(F, best group score) "
-        "(0.95 on VOC in the original code); default: no background",
+        "(0.95 on VOC in the original code); default: the protocol's, else the model's validated one (the demo "
+        "model's demo.json, as `groupvit demo` and `groupvit app`), else no background",
     )
+    background.add_argument("--no-background", action="store_true", help="no background class, whatever the default")
     parser.add_argument(
         "--template",
         action="append",
@@ -78,6 +82,29 @@ def _safe(label: str) -> str:
     return re.sub(r"[^0-9A-Za-z._-]+", "_", label).strip("_") or "label"
 
 
+def _write_result(source: str, image: Any, result: Any, prefix: Path, alpha: float) -> None:
+    """Write `<prefix>_overlay.png` and one `<prefix>_mask_<label>.png` per label; print each label's pixel share."""
+    import numpy as np
+    import PIL.Image
+
+    from groupvit.segmentation.visualization import overlay
+
+    overlay(image, result.label_map, result.labels, alpha=alpha, background_index=result.background_index).save(
+        f"{prefix}_overlay.png"
+    )
+    label_map = result.label_map.numpy()
+    pixels = np.bincount(label_map.ravel(), minlength=len(result.labels))
+    for index, label in enumerate(result.labels):
+        mask = ((label_map == index) * 255).astype(np.uint8)
+        PIL.Image.fromarray(mask).save(f"{prefix}_mask_{_safe(label)}.png")
+    logger.info("wrote %s_*", prefix)
+    width = max(len("label"), *(len(label) for label in result.labels))
+    print(f"{source} ({image.width}x{image.height})")
+    print(f"  {'label':<{width}}  {'pixels %':>8}")
+    for index in np.argsort(-pixels, kind="stable"):
+        print(f"  {result.labels[index]:<{width}}  {100.0 * pixels[index] / label_map.size:8.2f}")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of `groupvit segment IMAGE... --labels L1,L2 --model M [options]`.
 
@@ -89,38 +116,32 @@ def main(argv: list[str] | None = None) -> int:
     if args.labels is None and args.protocol is None:
         parser.error("give --labels (or --protocol)")
 
-    import numpy as np
-    import PIL.Image
     import torch
 
-    from groupvit.cli.demo_model import resolve_model
-    from groupvit.segmentation.segmenter import (
-        GroupViTSegmenter,
-        SegmentationOptions,
-        get_protocol,
-        load_rgb_image,
-        validate_labels,
-    )
-    from groupvit.segmentation.visualization import overlay
+    from groupvit.cli.shipped_model import inference_options, resolve_model
+    from groupvit.processing_groupvit import to_rgb_image
+    from groupvit.segmentation import GroupViTSegmenter, SegmentationOptions, get_protocol, validate_labels
 
+    changes = {
+        "templates": tuple(args.template) if args.template else None,
+        "mode": args.mode,
+        "short_side": args.short_side,
+        "window": args.window,
+        "stride": args.stride,
+        "background_threshold": args.background_threshold,
+    }
+    changes = {k: v for k, v in changes.items() if v is not None}
+    if args.no_background:
+        changes["background_threshold"] = None
     try:
         if args.protocol is not None:
             protocol = get_protocol(args.protocol)
-            labels, options = protocol.labels, protocol.options.replace(background_first=False)
+            labels, base = protocol.labels, protocol.options.replace(background_first=False)
         else:
-            labels, options = [], SegmentationOptions()
+            labels, base = [], SegmentationOptions()
         if args.labels is not None:
             labels = [label.strip() for label in args.labels.split(",")]
-        changes = {
-            "templates": tuple(args.template) if args.template else None,
-            "mode": args.mode,
-            "short_side": args.short_side,
-            "window": args.window,
-            "stride": args.stride,
-        }
-        options = options.replace(**{k: v for k, v in changes.items() if v is not None})
-        if args.background_threshold is not None:
-            options = options.replace(background_threshold=args.background_threshold)
+        options = base.replace(**changes)  # the flags, checked before the model loads
         labels = validate_labels(labels, options.with_background)
         if not 0.0 <= args.alpha <= 1.0:
             raise ValueError(f"--alpha must be in [0, 1], got {args.alpha}")
@@ -128,36 +149,28 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(str(error))
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    model, _ = resolve_model(args.model)
-    segmenter = GroupViTSegmenter.from_pretrained(
-        model, device=device, dtype=getattr(torch, args.dtype), options=options
-    )
-    text_embeds = segmenter.encode_labels(labels)
+    model, settings = resolve_model(args.model)
+    segmenter = GroupViTSegmenter.from_pretrained(model, device=device, dtype=getattr(torch, args.dtype))
+    if args.protocol is None:
+        # the model's own defaults (as `groupvit demo` and `groupvit app` use them), under the flags
+        defaults = inference_options(segmenter.model.config.vision_config.image_size, settings)
+        try:
+            options = base.replace(**defaults).replace(**changes)
+            labels = validate_labels(labels, options.with_background)
+        except ValueError as error:
+            parser.error(str(error))
+    text_embeds = segmenter.encode_labels(labels, options.templates, options.template_ensemble)
     output = Path(args.output)
     output.mkdir(parents=True, exist_ok=True)
     used: set[str] = set()
     status = 0
     for source in args.images:
         try:
-            image = load_rgb_image(source)
+            image = to_rgb_image(source)
         except (ValueError, OSError) as error:
             print(f"groupvit segment: error: cannot read {source}: {error}", file=sys.stderr)
             status = 2
             continue
-        result = segmenter.segment(image, labels, text_embeds=text_embeds)[0]
-        stem = _stem(source, used)
-        overlay(
-            image, result.label_map, result.labels, alpha=args.alpha, background_index=result.background_index
-        ).save(output / f"{stem}_overlay.png")
-        label_map = result.label_map.numpy()
-        pixels = np.bincount(label_map.ravel(), minlength=len(result.labels))
-        for index, label in enumerate(result.labels):
-            mask = ((label_map == index) * 255).astype(np.uint8)
-            PIL.Image.fromarray(mask).save(output / f"{stem}_mask_{_safe(label)}.png")
-        logger.info("wrote %s_* to %s", stem, output)
-        width = max(len("label"), *(len(label) for label in result.labels))
-        print(f"{source} ({image.width}x{image.height})")
-        print(f"  {'label':<{width}}  {'pixels %':>8}")
-        for index in np.argsort(-pixels, kind="stable"):
-            print(f"  {result.labels[index]:<{width}}  {100.0 * pixels[index] / label_map.size:8.2f}")
+        result = segmenter.segment(image, labels, options=options, text_embeds=text_embeds)[0]
+        _write_result(source, image, result, output / _stem(source, used), args.alpha)
     return status

@@ -1,7 +1,7 @@
 """Zero-shot segmentation evaluation: mIoU with a streaming confusion matrix, classification accuracy, overlays.
 
 The protocol (class names, renames, template, background threshold, resolution, sliding window) comes from a named
-preset (`groupvit.segmentation.segmenter.get_protocol`): `voc`, `context`, `coco_object`, or `synthetic` for our
+preset (`groupvit.segmentation.protocols.get_protocol`): `voc`, `context`, `coco_object`, or `synthetic` for our
 generated data.
 Annotations use 0 for background, 1..C for the classes in protocol order and 255 for "ignore", so predictions are made
 with the background first.
@@ -22,7 +22,9 @@ import torch
 from PIL import Image
 
 from groupvit.evaluation.confusion import ConfusionMatrix
-from groupvit.segmentation.segmenter import GroupViTSegmenter, SegmentationProtocol
+from groupvit.evaluation.diagnostics import GroupingDiagnostics
+from groupvit.segmentation.protocols import SegmentationProtocol, get_protocol
+from groupvit.segmentation.segmenter import GroupViTSegmenter
 from groupvit.segmentation.visualization import colorize, grid, group_overlay, label_colors, legend, overlay
 
 logger = logging.getLogger(__name__)
@@ -88,72 +90,6 @@ def synthetic_samples(preset: str, split: str, num_samples: int, image_size: int
         yield EvaluationSample(sample.image, sample.mask.astype(np.int64), f"{split}-{sample.index:05d}")
 
 
-def count_groups(group_maps: tuple[torch.Tensor, ...] | None) -> list[int]:
-    """Distinct arg-max groups over the patch grid of each stage (`(G, h, w)` maps)."""
-    if not group_maps:
-        return []
-    return [int(torch.unique(m.argmax(dim=0)).numel()) for m in group_maps]
-
-
-def region_oracle(
-    annotation: np.ndarray, regions: np.ndarray, num_classes: int, ignore_index: int = 255
-) -> np.ndarray:
-    """Label every region of `regions` (`(H, W)` ints) with its most frequent annotated class; ignored pixels don't
-    vote.
-
-    Example:
-        >>> region_oracle(np.array([[0, 1], [1, 1]]), np.array([[0, 0], [1, 1]]), 2).tolist()
-        [[0, 0], [1, 1]]
-    """
-    valid = annotation != ignore_index
-    votes = np.zeros((int(regions.max()) + 1, num_classes), dtype=np.int64)
-    np.add.at(votes, (regions[valid], annotation[valid]), 1)
-    return votes.argmax(1)[regions]
-
-
-def grouping_diagnostics(
-    annotation: np.ndarray, group_map: torch.Tensor, label_logits: torch.Tensor, num_classes: int
-) -> tuple[np.ndarray, np.ndarray, int, int]:
-    """Upper bounds that separate grouping errors from labelling errors, for one image.
-
-    Args:
-        annotation: `(H, W)` ground truth (0 background, 1..C classes, 255 ignore).
-        group_map: `(G, h, w)` soft pixel->group map of the last stage on the model's patch grid.
-        label_logits: `(C + 1, H, W)` logits with the background first (as `evaluate_segmentation` predicts).
-        num_classes: `C + 1`.
-
-    Returns:
-        `group_oracle` (every final group labelled with its majority ground-truth class), `patch_oracle` (every patch
-        of the grid labelled with its majority class: the resolution ceiling), and over the groups whose majority is a
-        foreground class, how many the model labels with that class and how many there are.
-    """
-    height, width = annotation.shape
-    grid_h, grid_w = group_map.shape[-2:]
-    # (G, h, w) -> (G, H, W), resized as the segmenter does, then each pixel's arg-max group
-    pixel_groups = (
-        torch.nn.functional.interpolate(
-            group_map[None].float(), size=(height, width), mode="bilinear", align_corners=False
-        )[0]
-        .argmax(0)
-        .numpy()
-    )
-    rows = np.arange(height) * grid_h // height
-    cols = np.arange(width) * grid_w // width
-    patches = rows[:, None] * grid_w + cols[None, :]
-    group_oracle = region_oracle(annotation, pixel_groups, num_classes)
-    # the model's foreground label per pixel, then per group the label most of its pixels get
-    model_labels = label_logits[1:].argmax(0).numpy() + 1
-    hits = total = 0
-    for group in np.unique(pixel_groups):
-        inside = pixel_groups == group
-        majority = int(group_oracle[inside][0])
-        if majority in (0, 255):
-            continue
-        total += 1
-        hits += int(np.bincount(model_labels[inside]).argmax() == majority)
-    return group_oracle, region_oracle(annotation, patches, num_classes), hits, total
-
-
 def evaluate_segmentation(
     segmenter: GroupViTSegmenter,
     samples: Iterable[EvaluationSample],
@@ -177,8 +113,8 @@ def evaluate_segmentation(
 
     Returns:
         The report (identical on every process). When every image took one window, it also holds the grouping
-        diagnostics of :func:`grouping_diagnostics`: the mIoU of the group oracle and of the patch oracle, and the
-        share of foreground groups the model labels correctly.
+        diagnostics of :func:`groupvit.evaluation.diagnostics.grouping_diagnostics`: the mIoU of the group oracle
+        and of the patch oracle, and the share of foreground groups the model labels correctly.
     """
     from tqdm.auto import tqdm
 
@@ -189,9 +125,8 @@ def evaluate_segmentation(
     rank, world = (accelerator.process_index, accelerator.num_processes) if accelerator else (0, 1)
     text_embeds = segmenter.encode_labels(labels, options.templates, options.template_ensemble)
     confusion = ConfusionMatrix(len(labels) + 1, ignore_index=255)
-    group_oracle = ConfusionMatrix(len(labels) + 1, ignore_index=255)
-    patch_oracle = ConfusionMatrix(len(labels) + 1, ignore_index=255)
-    hits, images, groups, label_hits, labelled_groups, diagnosed = 0, 0, [], 0, 0, 0
+    diagnostics = GroupingDiagnostics(len(labels) + 1, ignore_index=255)
+    hits, images = 0, 0
     rows: list[list[Image.Image]] = []
     group_rows: list[list[Image.Image]] = []
     bar = tqdm(desc=f"eval {protocol.name}", disable=not progress or rank != 0, unit="img")
@@ -209,15 +144,7 @@ def evaluate_segmentation(
         if present:
             hits += int(int(result.image_scores.argmax()) + 1 in present)
             images += 1
-        groups.append(count_groups(result.group_maps))
-        if result.group_maps:
-            oracle, ceiling, group_hits, group_total = grouping_diagnostics(
-                sample.annotation, result.group_maps[-1], result.label_logits, len(labels) + 1
-            )
-            group_oracle.update(oracle, sample.annotation)
-            patch_oracle.update(ceiling, sample.annotation)
-            label_hits, labelled_groups = label_hits + group_hits, labelled_groups + group_total
-            diagnosed += 1
+        diagnostics.update(sample.annotation, result.group_maps, result.label_logits)
         if len(rows) < num_overlays and overlay_dir is not None:
             rows.append(_overlay_row(sample, result, labels))
             if result.group_maps:
@@ -225,18 +152,14 @@ def evaluate_segmentation(
         bar.update(1)
     bar.close()
 
-    num_images = len(groups)
+    num_images = diagnostics.num_images
     if accelerator is not None and world > 1:
         confusion = confusion.synchronize(accelerator.gather, accelerator.device)
-        group_oracle = group_oracle.synchronize(accelerator.gather, accelerator.device)
-        patch_oracle = patch_oracle.synchronize(accelerator.gather, accelerator.device)
-        counts = [hits, images, label_hits, labelled_groups, diagnosed, num_images]
-        totals = accelerator.reduce(torch.tensor(counts, device=accelerator.device), reduction="sum")
-        hits, images, label_hits, labelled_groups, diagnosed, num_images = (int(v) for v in totals.tolist())
+        diagnostics = diagnostics.synchronize(accelerator)
+        totals = accelerator.reduce(torch.tensor([hits, images], device=accelerator.device), reduction="sum")
+        hits, images = (int(v) for v in totals.tolist())
+        num_images = diagnostics.num_images
     metrics = confusion.compute()
-    # the diagnostics need the group maps of every image (one window each)
-    diagnose = diagnosed == num_images and diagnosed > 0
-    used = np.asarray([g for g in groups if g], dtype=np.float64)
     report = EvaluationReport(
         protocol=protocol.name,
         labels=["background", *labels],
@@ -248,11 +171,8 @@ def evaluate_segmentation(
             name: float(v) for name, v in zip(["background", *labels], metrics["per_category_iou"], strict=True)
         },
         classification_accuracy=hits / max(1, images),
-        groups_used=used.mean(axis=0).tolist() if used.size else [],
         options=options.to_dict(),
-        oracle_group_miou=float(group_oracle.compute()["mean_iou"]) if diagnose else None,
-        patch_oracle_miou=float(patch_oracle.compute()["mean_iou"]) if diagnose else None,
-        group_label_accuracy=label_hits / max(1, labelled_groups) if diagnose else None,
+        **diagnostics.summary(),
     )
     if overlay_dir is not None and rank == 0 and rows:
         write_overlays(Path(overlay_dir), rows, group_rows, labels)
@@ -288,7 +208,6 @@ def write_overlays(
 def synthetic_protocol(preset: str, **option_changes: Any) -> SegmentationProtocol:
     """The `synthetic` protocol filled with a synthetic preset's class names."""
     from groupvit.data.synthetic import get_spec
-    from groupvit.segmentation.segmenter import get_protocol
 
     return get_protocol("synthetic").with_class_names(list(get_spec(preset).class_names), **option_changes)
 

@@ -19,7 +19,7 @@ Both graphs come from the TorchScript-based exporter (`torch.onnx.export(..., dy
 :class:`groupvit.segmentation.segmenter.GroupViTSegmenter` does: the ONNX graphs replace the PyTorch towers, and the
 protocol
 (group scores, top-k restriction, background threshold, window averaging) is the same code, i.e. the pure torch
-functions of :mod:`groupvit.segmentation.segmenter` applied to the ONNX outputs.
+functions of :mod:`groupvit.segmentation.scoring` applied to the ONNX outputs.
 
 Example:
     ```python
@@ -56,11 +56,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from groupvit.modeling_groupvit import GroupViTModel
-from groupvit.segmentation.segmenter import (
-    GroupViTSegmenter,
-    SegmentationOptions,
-)
+from groupvit.modeling_groupvit import GroupViTModel, _pair
+from groupvit.segmentation.protocols import SegmentationOptions
+from groupvit.segmentation.segmenter import GroupViTSegmenter
+from groupvit.utils import eval_mode
 
 logger = logging.getLogger(__name__)
 
@@ -161,25 +160,6 @@ def _quiet_tracing() -> Iterator[None]:
         yield
 
 
-@contextlib.contextmanager
-def _inference_mode_of(model: nn.Module) -> Iterator[None]:
-    """Eval mode (BatchNorm running statistics) without gradients, restoring a training model afterwards."""
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            yield
-    finally:
-        model.train(was_training)
-
-
-def _square(size: int | Sequence[int]) -> tuple[int, int]:
-    if isinstance(size, (int, np.integer)) and not isinstance(size, bool):
-        return int(size), int(size)
-    height, width = size
-    return int(height), int(width)
-
-
 def _load_processor(name_or_path: str | os.PathLike) -> Any:
     """The processor saved in `name_or_path`, or a `GroupViTProcessor` of its separately saved tokenizer and image
     processor."""
@@ -200,6 +180,92 @@ def _load_processor(name_or_path: str | os.PathLike) -> Any:
         image_processor=AutoImageProcessor.from_pretrained(name_or_path),
         tokenizer=AutoTokenizer.from_pretrained(name_or_path),
     )
+
+
+def _trace_towers(
+    model: GroupViTModel,
+    tokenizer: Any,
+    image_size: tuple[int, int],
+    output_names: list[str],
+    image_path: Path,
+    text_path: Path,
+    opset: int,
+) -> None:
+    """Trace the image and text towers of `model` in eval mode into `image_path` and `text_path`."""
+    height, width = image_size
+    generator = torch.Generator().manual_seed(0)
+    pixel_values = torch.randn(2, model.config.vision_config.num_channels, height, width, generator=generator)
+    # a padded batch, so that the graph keeps the padding mask (an all-ones mask could be optimised away)
+    tokens = tokenizer(list(_VALIDATION_PROMPTS[:2]), padding=True, truncation=True, return_tensors="pt")
+    with eval_mode(model), torch.no_grad(), _quiet_tracing():
+        # the exporter restores the wrapper's training flag on every submodule afterwards, so the wrappers are put in
+        # eval mode themselves (inside the context, which restores the model's own flag at the end)
+        image_tower, text_tower = _ImageTower(model).eval(), _TextTower(model).eval()
+        torch.onnx.export(
+            image_tower,
+            (pixel_values,),
+            str(image_path),
+            dynamo=False,
+            opset_version=opset,
+            input_names=["pixel_values"],
+            output_names=output_names,
+            dynamic_axes={
+                "pixel_values": {0: "batch", 2: "height", 3: "width"},
+                "image_embeds": {0: "batch"},
+                "group_embeds": {0: "batch"},
+                # the first stage's map covers the patches; later ones map groups to groups
+                **{
+                    name: {0: "batch", 2: "num_patches"} if i == 0 else {0: "batch"}
+                    for i, name in enumerate(output_names[2:])
+                },
+            },
+        )
+        torch.onnx.export(
+            text_tower,
+            (tokens["input_ids"].long(), tokens["attention_mask"].long()),
+            str(text_path),
+            dynamo=False,
+            opset_version=opset,
+            input_names=["input_ids", "attention_mask"],
+            output_names=["text_embeds"],
+            dynamic_axes={
+                "input_ids": {0: "batch", 1: "length"},
+                "attention_mask": {0: "batch", 1: "length"},
+                "text_embeds": {0: "batch"},
+            },
+        )
+
+
+def _export_metadata(
+    model: GroupViTModel, opset: int, image_size: tuple[int, int], output_names: list[str]
+) -> dict[str, Any]:
+    """The contents of :data:`METADATA_FILE` (without the parity errors)."""
+    from groupvit import __version__
+
+    vision_config = model.config.vision_config
+    num_groupings = len(output_names) - 2
+    with torch.no_grad():
+        logit_scale = float(model.scaled(model.logit_scale.float()))
+    return {
+        "format_version": _FORMAT_VERSION,
+        "image_model": IMAGE_MODEL_FILE,
+        "text_model": TEXT_MODEL_FILE,
+        "opset": opset,
+        "logit_scale": logit_scale,
+        "patch_size": list(_pair(vision_config.patch_size)),
+        "traced_image_size": list(image_size),
+        "config_image_size": list(_pair(vision_config.image_size)),
+        "dynamic_image_size": True,
+        "num_groupings": num_groupings,
+        "num_groups": int(vision_config.num_output_groups[num_groupings - 1]) if num_groupings else None,
+        "projection_dim": int(model.config.projection_dim),
+        "image_inputs": ["pixel_values"],
+        "image_outputs": output_names,
+        "text_inputs": ["input_ids", "attention_mask"],
+        "text_outputs": ["text_embeds"],
+        "exporter": "torch.onnx.export(dynamo=False)",
+        "versions": {"torch": torch.__version__, "groupvit": __version__},
+    }
 
 
 def export_onnx(
@@ -248,8 +314,8 @@ def export_onnx(
         raise ValueError(f"export a float32 model (got {model.dtype}); cast it with model.float() first")
 
     vision_config = model.config.vision_config
-    patch = _square(vision_config.patch_size)
-    height, width = _square(image_size if image_size is not None else vision_config.image_size)
+    patch = _pair(vision_config.patch_size)
+    height, width = _pair(image_size if image_size is not None else vision_config.image_size)
     if height % patch[0] or width % patch[1]:
         raise ValueError(f"image_size {height}x{width} must be a multiple of the patch size {patch[0]}x{patch[1]}")
     num_groupings = sum(1 for tokens in vision_config.num_group_tokens if tokens > 0)
@@ -258,48 +324,7 @@ def export_onnx(
     directory = Path(output_dir)
     directory.mkdir(parents=True, exist_ok=True)
     image_path, text_path = directory / IMAGE_MODEL_FILE, directory / TEXT_MODEL_FILE
-    generator = torch.Generator().manual_seed(0)
-    pixel_values = torch.randn(2, vision_config.num_channels, height, width, generator=generator)
-    # a padded batch, so that the graph keeps the padding mask (an all-ones mask could be optimised away)
-    tokens = tokenizer(list(_VALIDATION_PROMPTS[:2]), padding=True, truncation=True, return_tensors="pt")
-    with _inference_mode_of(model), _quiet_tracing():
-        # the exporter restores the wrapper's training flag on every submodule afterwards, so the wrappers are put in
-        # eval mode themselves (inside the context, which restores the model's own flag at the end)
-        image_tower, text_tower = _ImageTower(model).eval(), _TextTower(model).eval()
-        torch.onnx.export(
-            image_tower,
-            (pixel_values,),
-            str(image_path),
-            dynamo=False,
-            opset_version=opset,
-            input_names=["pixel_values"],
-            output_names=output_names,
-            dynamic_axes={
-                "pixel_values": {0: "batch", 2: "height", 3: "width"},
-                "image_embeds": {0: "batch"},
-                "group_embeds": {0: "batch"},
-                # the first stage's map covers the patches; later ones map groups to groups
-                **{
-                    name: {0: "batch", 2: "num_patches"} if i == 0 else {0: "batch"}
-                    for i, name in enumerate(output_names[2:])
-                },
-            },
-        )
-        torch.onnx.export(
-            text_tower,
-            (tokens["input_ids"].long(), tokens["attention_mask"].long()),
-            str(text_path),
-            dynamo=False,
-            opset_version=opset,
-            input_names=["input_ids", "attention_mask"],
-            output_names=["text_embeds"],
-            dynamic_axes={
-                "input_ids": {0: "batch", 1: "length"},
-                "attention_mask": {0: "batch", 1: "length"},
-                "text_embeds": {0: "batch"},
-            },
-        )
-        logit_scale = float(model.scaled(model.logit_scale.float()))
+    _trace_towers(model, tokenizer, (height, width), output_names, image_path, text_path, opset)
 
     try:
         import onnx
@@ -310,28 +335,7 @@ def export_onnx(
         logger.info("onnx is not installed; skipping onnx.checker")
 
     processor.save_pretrained(directory)
-    from groupvit import __version__
-
-    metadata: dict[str, Any] = {
-        "format_version": _FORMAT_VERSION,
-        "image_model": IMAGE_MODEL_FILE,
-        "text_model": TEXT_MODEL_FILE,
-        "opset": opset,
-        "logit_scale": logit_scale,
-        "patch_size": list(patch),
-        "traced_image_size": [height, width],
-        "config_image_size": list(_square(vision_config.image_size)),
-        "dynamic_image_size": True,
-        "num_groupings": num_groupings,
-        "num_groups": int(vision_config.num_output_groups[num_groupings - 1]) if num_groupings else None,
-        "projection_dim": int(model.config.projection_dim),
-        "image_inputs": ["pixel_values"],
-        "image_outputs": output_names,
-        "text_inputs": ["input_ids", "attention_mask"],
-        "text_outputs": ["text_embeds"],
-        "exporter": "torch.onnx.export(dynamo=False)",
-        "versions": {"torch": torch.__version__, "groupvit": __version__},
-    }
+    metadata = _export_metadata(model, opset, (height, width), output_names)
     parity = None
     if validate:
         second_size = (
@@ -399,7 +403,7 @@ def validate_onnx(
             failures.append(f"{name} at {where}: max abs error {error:.3g}")
 
     generator = torch.Generator().manual_seed(1)
-    with _inference_mode_of(model):
+    with eval_mode(model), torch.no_grad():
         for index, (height, width) in enumerate(image_sizes):
             batch = 2 if index == 0 else 1
             pixel_values = torch.randn(
@@ -437,7 +441,7 @@ class OnnxGroupViTSegmenter(GroupViTSegmenter):
 
     Args:
         directory: A directory written by :func:`export_onnx`.
-        options: Default :class:`~groupvit.segmentation.segmenter.SegmentationOptions`.
+        options: Default :class:`~groupvit.segmentation.protocols.SegmentationOptions`.
         providers: ONNX Runtime execution providers (default: CPU).
         session_options: An `onnxruntime.SessionOptions` for both sessions.
         **option_changes: Changes to `options`, e.g. `mode="whole"`, `background_threshold=0.95`.
@@ -478,7 +482,7 @@ class OnnxGroupViTSegmenter(GroupViTSegmenter):
         )
         processor = _load_processor(self.directory)
         self.tokenizer, self.image_processor = processor.tokenizer, processor.image_processor
-        self._patch_size: tuple[int, int] = _square(self.metadata["patch_size"])
+        self._patch_size: tuple[int, int] = _pair(self.metadata["patch_size"])
         # float32, as the PyTorch segmenter's `model.scaled(model.logit_scale.float())`
         self.logit_scale = torch.tensor(self.metadata["logit_scale"], dtype=torch.float32)
         self.image_outputs: list[str] = list(self.metadata["image_outputs"])

@@ -12,8 +12,7 @@ Importing `groupvit` registers the task with transformers' `PIPELINE_REGISTRY`, 
 
 works with our `GroupViTModel` (which `AutoModel` resolves to once `groupvit` is imported). The computation is
 :class:`groupvit.segmentation.segmenter.GroupViTSegmenter`'s: short side 448, 448/224 sliding windows, the original
-group ->
-label scores and background rule; see that module for the details.
+group -> label scores and background rule; see that module for the details.
 """
 
 from __future__ import annotations
@@ -26,11 +25,10 @@ import PIL.Image
 import torch
 from transformers import Pipeline
 
-from groupvit.segmentation.segmenter import (
-    GroupViTSegmenter,
+from groupvit.segmentation.protocols import (
     SegmentationOptions,
-    _check_template,
     check_background_threshold,
+    check_templates,
     validate_labels,
 )
 
@@ -72,7 +70,7 @@ class ZeroShotImageSegmentationPipeline(Pipeline):
         window, stride: Sliding-window size and stride in pixels of the resized image (stride default: half the
             window).
         top_k, assignment, score_mode, template_ensemble, max_long_side, window_batch_size: See
-            :class:`groupvit.segmentation.segmenter.SegmentationOptions`.
+            :class:`groupvit.segmentation.protocols.SegmentationOptions`.
         timeout: Seconds to wait for an image URL.
 
     Returns:
@@ -116,6 +114,9 @@ class ZeroShotImageSegmentationPipeline(Pipeline):
         if self._batch_size not in (None, 1):
             logger.warning("batch_size is ignored: windows are batched inside the model call (window_batch_size)")
             self._batch_size = 1
+        # imported here so that registering the task (`import groupvit`) does not load the segmenter
+        from groupvit.segmentation.segmenter import GroupViTSegmenter
+
         # TypeError for a model that is not groupvit.GroupViTModel
         self.segmenter = GroupViTSegmenter(
             self.model, tokenizer=self.tokenizer, image_processor=self.image_processor, options=SegmentationOptions()
@@ -151,11 +152,7 @@ class ZeroShotImageSegmentationPipeline(Pipeline):
                 preprocess_params[name] = value
             elif name in _OPTION_ARGUMENTS:
                 if name == "hypothesis_template":
-                    value = (value,) if isinstance(value, str) else tuple(value)
-                    if not value:
-                        raise ValueError("hypothesis_template is an empty list")
-                    for template in value:
-                        _check_template(template)
+                    value = check_templates(value, name)
                 elif name == "background_threshold":
                     value = check_background_threshold(value)
                 preprocess_params[_OPTION_ARGUMENTS[name]] = value

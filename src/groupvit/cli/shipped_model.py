@@ -1,13 +1,21 @@
-"""The shipped demo model: a small GroupViT trained on synthetic captions, embedded in the package.
+"""The shipped demo model (a small GroupViT trained on synthetic captions, embedded in the package) and how to run it.
 
-`resolve_model("demo")` returns its directory and the inference settings chosen on the validation split (stored in
-its `demo.json`). When the package carries no trained demo model (a development checkout before one was trained),
-a randomly initialised model of the same architecture stands in, with a warning.
+The one owner of the demo's inference defaults, used by `groupvit demo`, `groupvit segment`, `groupvit evaluate` and
+`groupvit app`:
+
+* :func:`resolve_model` maps `"demo"` to the shipped model's directory and returns the settings chosen on the
+  validation split (stored in its `demo.json`: the background threshold). When the package carries no trained demo
+  model (a development checkout before one was trained), a randomly initialised model of the same architecture
+  stands in, with a warning.
+* :func:`inference_options` turns a model's training resolution and those settings into segmentation options for
+  user images: a model trained below 224 px (the demo model: 64 px) sees the whole image resized to its training
+  size.
 """
 
 import json
 import logging
 import tempfile
+from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -18,6 +26,8 @@ DEMO_NAME = "demo"
 DEMO_PRESET = "groupvit-demo"
 DEMO_SETTINGS = "demo.json"
 DEFAULT_SETTINGS = {"background_threshold": 0.5}
+# models trained below this resolution (px) see the whole image at their training size instead of 448/224 windows
+LOW_RESOLUTION = 224
 
 
 def demo_directory() -> Path:
@@ -69,3 +79,25 @@ def resolve_model(name_or_path: str) -> tuple[str, dict[str, Any]]:
     if not (stand_in / "model.safetensors").exists():
         random_demo_model(stand_in)
     return str(stand_in), dict(DEFAULT_SETTINGS)
+
+
+def inference_options(image_size: int, settings: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Segmentation option changes for user images of a model trained at `image_size` px, plus its `settings`.
+
+    Models trained below :data:`LOW_RESOLUTION` (like the 64 px demo model) see the whole image with its short side
+    resized to `image_size`, as in their training; others keep the original protocol (short side 448, 448/224
+    windows).
+
+    Args:
+        image_size: The model's `vision_config.image_size`.
+        settings: The model's settings from :func:`resolve_model` (e.g. the validated background threshold).
+
+    Returns:
+        Keyword changes for :class:`groupvit.segmentation.SegmentationOptions` (or the pipeline).
+
+    Example:
+        >>> inference_options(64, {"background_threshold": 0.9})
+        {'mode': 'whole', 'short_side': 64, 'background_threshold': 0.9}
+    """
+    options: dict[str, Any] = {"mode": "whole", "short_side": int(image_size)} if image_size < LOW_RESOLUTION else {}
+    return {**options, **(settings or {})}
