@@ -21,7 +21,8 @@ from groupvit.evaluation import suite as suite_module
 from groupvit.evaluation.confusion import ConfusionMatrix
 from groupvit.evaluation.datasets import COCO_STUFF_TRAIN_IDS, find_benchmark, open_benchmark, read_label_map
 from groupvit.evaluation.suite import SUITE_PROTOCOLS, describe_protocols, paper_results, run_suite
-from groupvit.segmentation.segmenter import GroupViTSegmenter, SegmentationResult, get_protocol
+from groupvit.segmentation.protocols import get_protocol
+from groupvit.segmentation.segmenter import GroupViTSegmenter, SegmentationResult
 
 # ---------------------------------------------------------------------------------------------------------------------
 # tiny layouts: stored labels, and the labels the protocol should see (0 background, 1..C, 255 ignore)

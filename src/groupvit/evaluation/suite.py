@@ -42,14 +42,8 @@ import torch
 
 from groupvit.evaluation.datasets import BACKGROUND_INDEX, BenchmarkFiles, find_benchmark, get_layout, open_benchmark
 from groupvit.evaluation.evaluate import EvaluationSample, evaluate_segmentation
-from groupvit.segmentation.segmenter import (
-    BACKGROUND_LABEL,
-    GroupViTSegmenter,
-    SegmentationOptions,
-    SegmentationProtocol,
-    SegmentationResult,
-    get_protocol,
-)
+from groupvit.segmentation.protocols import BACKGROUND_LABEL, SegmentationOptions, SegmentationProtocol, get_protocol
+from groupvit.segmentation.segmenter import GroupViTSegmenter, SegmentationResult
 
 logger = logging.getLogger(__name__)
 
