@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -176,3 +177,19 @@ def test_push_main(model_folder, hub_calls, capsys):
     assert push_main([str(model_folder), "--repo-id", REPO_ID]) == 1
     with pytest.raises(SystemExit):
         push_main([str(model_folder)])  # --repo-id is required
+
+
+def test_push_makes_the_folder_hub_native_and_dry_run_writes_nothing(model_folder, hub_calls, capsys):
+    assert push_main([str(model_folder), "--repo-id", REPO_ID, "--dry-run"]) == 0
+    assert capsys.readouterr().out.split() == EXPECTED_UPLOAD  # the remote code is listed before it is written
+    assert [p.name for p in model_folder.glob("*.py")] == ["train.py"]
+    assert json.loads((model_folder / "config.json").read_text()).get("auto_map") is None
+
+    push_folder_to_hub(model_folder, REPO_ID)
+    assert sorted(p.name for p in model_folder.glob("*.py")) == sorted([*REMOTE_CODE, "train.py"])
+    config = json.loads((model_folder / "config.json").read_text())
+    assert config["auto_map"]["AutoModel"] == "modeling_groupvit.GroupViTModel"
+    assert list(config["custom_pipelines"]) == ["zero-shot-image-segmentation"]
+    processor = json.loads((model_folder / "processor_config.json").read_text())
+    assert processor["auto_map"] == {"AutoProcessor": "processing_groupvit.GroupViTProcessor"}
+    assert set(REMOTE_CODE) <= set(hub_calls[-1][1]["files"])

@@ -239,10 +239,15 @@ def test_text_and_vision_towers_get_their_own_auto_map(tmp_path, tiny_checkpoint
     assert type(loaded).__name__ == "GroupViTTextModel"
 
 
-def test_other_model_types_are_refused(tmp_path):
+def test_other_model_types_and_processors_without_tokenizer_are_refused(tmp_path, repo_folder):
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "clip"}))
     with pytest.raises(ValueError, match="'clip'"):
         write_remote_code(tmp_path)
+    folder = tmp_path / "no_tokenizer"
+    shutil.copytree(repo_folder, folder)
+    (folder / "tokenizer.json").unlink()
+    with pytest.raises(ValueError, match="no tokenizer files"):
+        write_remote_code(folder)
 
 
 def test_generated_files_use_only_relative_package_imports():
