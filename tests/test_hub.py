@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -10,7 +11,8 @@ from huggingface_hub import CommitInfo, HfApi, RepoUrl
 from huggingface_hub.utils import DEFAULT_IGNORE_PATTERNS, filter_repo_objects
 
 from groupvit.cli.push import main as push_main
-from groupvit.hub.push import ALLOW_PATTERNS, IGNORE_PATTERNS, files_to_upload, push_folder_to_hub
+from groupvit.hub.push import IGNORE_PATTERNS, files_to_upload, push_folder_to_hub, upload_patterns
+from groupvit.hub.remote_code import remote_code_files
 
 REPO_ID = "me/groupvit-tiny"
 COMMIT_URL = f"https://huggingface.co/{REPO_ID}/commit/0123456789abcdef0123456789abcdef01234567"
@@ -29,10 +31,13 @@ EXTRA_FILES = {
     "checkpoint-500/config.json": False,
     "runs/checkpoint-9/config.json": False,
     "runs/events.out.tfevents.1700000000.host": False,
+    "train.py": False,  # only the generated remote-code modules go up, no other Python file
+    "notes/modeling_groupvit.py": False,
     ".git/config": False,
 }
 SAVED_FILES = ["config.json", "model.safetensors", "processor_config.json", "tokenizer.json", "tokenizer_config.json"]
-EXPECTED_UPLOAD = sorted([*SAVED_FILES, *(name for name, up in EXTRA_FILES.items() if up)])
+REMOTE_CODE = sorted(remote_code_files())
+EXPECTED_UPLOAD = sorted([*SAVED_FILES, *REMOTE_CODE, *(name for name, up in EXTRA_FILES.items() if up)])
 
 
 @pytest.fixture()
@@ -90,7 +95,7 @@ def test_pushes_only_safetensors_configs_and_card(model_folder, hub_calls):
     assert upload["repo_id"] == REPO_ID and upload["repo_type"] == "model"
     assert upload["revision"] == "v1" and upload["commit_message"] == "Tiny GroupViT" and upload["create_pr"] is False
     assert Path(upload["folder_path"]) == model_folder
-    assert upload["allow_patterns"] == list(ALLOW_PATTERNS) and upload["ignore_patterns"] == list(IGNORE_PATTERNS)
+    assert upload["allow_patterns"] == upload_patterns() and upload["ignore_patterns"] == list(IGNORE_PATTERNS)
     assert not any(name.endswith((".bin", ".pt", ".pth", ".ckpt")) for name in upload["files"])
 
 
@@ -172,3 +177,19 @@ def test_push_main(model_folder, hub_calls, capsys):
     assert push_main([str(model_folder), "--repo-id", REPO_ID]) == 1
     with pytest.raises(SystemExit):
         push_main([str(model_folder)])  # --repo-id is required
+
+
+def test_push_makes_the_folder_hub_native_and_dry_run_writes_nothing(model_folder, hub_calls, capsys):
+    assert push_main([str(model_folder), "--repo-id", REPO_ID, "--dry-run"]) == 0
+    assert capsys.readouterr().out.split() == EXPECTED_UPLOAD  # the remote code is listed before it is written
+    assert [p.name for p in model_folder.glob("*.py")] == ["train.py"]
+    assert json.loads((model_folder / "config.json").read_text()).get("auto_map") is None
+
+    push_folder_to_hub(model_folder, REPO_ID)
+    assert sorted(p.name for p in model_folder.glob("*.py")) == sorted([*REMOTE_CODE, "train.py"])
+    config = json.loads((model_folder / "config.json").read_text())
+    assert config["auto_map"]["AutoModel"] == "modeling_groupvit.GroupViTModel"
+    assert list(config["custom_pipelines"]) == ["zero-shot-image-segmentation"]
+    processor = json.loads((model_folder / "processor_config.json").read_text())
+    assert processor["auto_map"] == {"AutoProcessor": "processing_groupvit.GroupViTProcessor"}
+    assert set(REMOTE_CODE) <= set(hub_calls[-1][1]["files"])

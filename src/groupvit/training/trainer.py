@@ -397,7 +397,7 @@ def _save_final(model: GroupViTModel, processor: GroupViTProcessor, config: Trai
     results_path = output / "results.json"
     results = json.loads(results_path.read_text()) if results_path.exists() else None
     card = render_model_card(
-        model.config, results=results, training_args=config.to_dict(), repo_id=config.hub_model_id
+        model.config, results=results, training_args=config.to_dict(), repo_id=config.hub_model_id, summary=summary
     )
     card.save(output / "README.md")
     if config.push_to_hub:
