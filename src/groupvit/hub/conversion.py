@@ -269,7 +269,7 @@ def convert_original_state_dict(
     Renames every tensor per the table in the module source, splits the vision blocks' fused `qkv` and the text
     blocks' `in_proj_*` in row thirds into `q_proj`/`k_proj`/`v_proj`, squeezes the projection heads' `Conv1d` weights
     from `(out, in, 1)` to `(out, in)`, and carries the BatchNorm running statistics. `multi_label_logit_scale` is
-    kept when `config.multi_label_loss_weight > 0` (our model then has that parameter) and dropped otherwise.
+    dropped: the multi-label temperature belongs to the training loss (`groupvit.training.losses`), not the model.
 
     Args:
         original: The original state dict, or a training checkpoint holding it under `"model"`; keys may carry a
@@ -296,8 +296,8 @@ def convert_original_state_dict(
         for new_key, new_tensor in pairs:
             converted[new_key] = new_tensor.detach().clone().contiguous()
 
-    if "multi_label_logit_scale" in converted and config.multi_label_loss_weight <= 0:
-        logger.info("Dropping multi_label_logit_scale: the target configuration has no multi-label loss.")
+    if "multi_label_logit_scale" in converted:
+        logger.info("Dropping multi_label_logit_scale: the multi-label temperature is part of the training loss.")
         del converted["multi_label_logit_scale"]
 
     if unmapped and not check:

@@ -214,7 +214,6 @@ def _architecture_rows(config: GroupViTConfig) -> list[tuple[str, str]]:
             "projection heads",
             f"2-layer MLP with BatchNorm, {config.projection_intermediate_dim} → {config.projection_dim}",
         ),
-        ("multi-label contrastive loss weight", f"{config.multi_label_loss_weight:g}"),
     ]
 
 
