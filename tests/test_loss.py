@@ -223,7 +223,7 @@ def test_pretraining_loss_equals_its_terms_computed_by_hand(text_inputs, pixel_v
     }
     outputs, out = _step(loss_fn, model, batch)
     with torch.no_grad():
-        vision = model.vision_model(pixel_values[:2], output_attentions=True)
+        vision = model.vision_model(pixel_values[:2])
         image = model.visual_projection(vision.pooler_output)
         groups = model.get_group_embeddings(vision.last_hidden_state)
         # captions and prompts go through the text head's BatchNorm together (eval mode: running stats)

@@ -35,7 +35,7 @@ def fresh_dynamo():
 def training_loss(model, batch, forward=None):
     """The run's objective (ITC + multi-label on the batch's prompts), the model called through `forward`."""
     loss_fn = GroupViTPretrainingLoss.from_arguments(LossArguments(), num_prompt_nouns=2, pad_token_id=49407)
-    outputs = (forward or model)(**loss_fn.model_inputs(batch))
+    outputs = (model if forward is None else forward)(**loss_fn.model_inputs(batch))
     return outputs, loss_fn(model, outputs, batch)
 
 

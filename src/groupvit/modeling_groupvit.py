@@ -738,17 +738,14 @@ class GroupViTVisionTransformer(nn.Module):
     def forward(
         self,
         pixel_values: torch.Tensor | None = None,
-        output_attentions: bool | None = None,
-        output_hidden_states: bool | None = None,
+        output_hidden_states: bool = False,
         interpolate_pos_encoding: bool | None = None,
-        **kwargs: Unpack[TransformersKwargs],
     ) -> BaseModelOutputWithPooling:
-        """`attentions` are the soft grouping maps of each grouping stage; `None` flags read the config."""
+        """`attentions` are always the soft grouping maps of each grouping stage (they cost nothing extra): the
+        segmenter and ONNX export read them. The public models apply `output_attentions` (`_vision_outputs`)."""
         if pixel_values is None:
             raise ValueError("pixel_values are required")
         _check_batch(pixel_values, "pixel_values")
-        output_attentions = _flag(output_attentions, self.config.output_attentions)
-        output_hidden_states = _flag(output_hidden_states, self.config.output_hidden_states)
         hidden_states = self.embeddings(pixel_values, interpolate_pos_encoding)
         encoder_outputs = self.encoder(hidden_states, output_hidden_states)
         # (batch, num_segments, hidden)
@@ -757,8 +754,25 @@ class GroupViTVisionTransformer(nn.Module):
             last_hidden_state=last_hidden_state,
             pooler_output=last_hidden_state.mean(dim=1),
             hidden_states=encoder_outputs.hidden_states,
-            attentions=encoder_outputs.attentions if output_attentions else None,
+            attentions=encoder_outputs.attentions,
         )
+
+
+def _vision_outputs(
+    tower: GroupViTVisionTransformer,
+    pixel_values: torch.Tensor | None,
+    output_attentions: bool | None,
+    output_hidden_states: bool | None,
+    interpolate_pos_encoding: bool | None,
+) -> BaseModelOutputWithPooling:
+    """The vision tower as the public models return it: `None` flags read the tower's config (as transformers
+    does), and the grouping maps are kept only when `output_attentions`."""
+    outputs = tower(
+        pixel_values, _flag(output_hidden_states, tower.config.output_hidden_states), interpolate_pos_encoding
+    )
+    if not _flag(output_attentions, tower.config.output_attentions):
+        outputs.attentions = None
+    return outputs
 
 
 _KNOWN_KWARGS = frozenset(TransformersKwargs.__annotations__) | {"return_dict"}
@@ -858,7 +872,9 @@ class GroupViTVisionModel(GroupViTPreTrainedModel):
     ) -> BaseModelOutputWithPooling:
         """Vision tower output; `None` flags (and `return_dict`) read the config."""
         _check_kwargs(kwargs, "GroupViTVisionModel.forward")
-        return self.vision_model(pixel_values, output_attentions, output_hidden_states, interpolate_pos_encoding)
+        return _vision_outputs(
+            self.vision_model, pixel_values, output_attentions, output_hidden_states, interpolate_pos_encoding
+        )
 
 
 def _projection_head(in_dim: int, hidden_dim: int, out_dim: int) -> nn.Sequential:
@@ -939,7 +955,9 @@ class GroupViTModel(GroupViTPreTrainedModel):
     ) -> BaseModelOutputWithPooling:
         """Vision tower output whose `pooler_output` is the projected (not normalised) embedding `(batch, proj)`."""
         _check_kwargs(kwargs, "get_image_features")
-        outputs = self.vision_model(pixel_values, output_attentions, output_hidden_states, interpolate_pos_encoding)
+        outputs = _vision_outputs(
+            self.vision_model, pixel_values, output_attentions, output_hidden_states, interpolate_pos_encoding
+        )
         outputs.pooler_output = self.visual_projection(outputs.pooler_output)
         return outputs
 
@@ -984,8 +1002,10 @@ class GroupViTModel(GroupViTPreTrainedModel):
         if input_ids is None or pixel_values is None:
             raise ValueError("GroupViTModel.forward needs both input_ids and pixel_values")
         output_segmentation = _flag(output_segmentation, self.config.output_segmentation)
-        # segmentation reads the grouping maps, which are then returned too (as the built-in does)
-        output_attentions = _flag(output_attentions, self.config.output_attentions) or output_segmentation
+        text_attentions = _flag(output_attentions, self.config.output_attentions)
+        # segmentation reads the grouping maps, which are then returned too (as the built-in does); the text
+        # attentions are recorded only when asked for (recording installs hooks, a graph break under torch.compile)
+        output_attentions = text_attentions or output_segmentation
         output_hidden_states = _flag(output_hidden_states, self.config.output_hidden_states)
         if output_segmentation and not any(self.config.vision_config.num_group_tokens):
             raise ValueError(
@@ -998,14 +1018,14 @@ class GroupViTModel(GroupViTPreTrainedModel):
                 f"{pixel_values.shape[0]} images"
             )
 
-        vision_outputs = self.vision_model(
-            pixel_values, output_attentions, output_hidden_states, interpolate_pos_encoding
+        vision_outputs = _vision_outputs(
+            self.vision_model, pixel_values, output_attentions, output_hidden_states, interpolate_pos_encoding
         )
         text_outputs = self.text_model(
             input_ids,
             attention_mask,
             position_ids,
-            output_attentions=output_attentions,
+            output_attentions=text_attentions,
             output_hidden_states=output_hidden_states,
             return_dict=True,
             **kwargs,
