@@ -29,47 +29,46 @@ PRESET = "objects"
 IMAGE_SIZE = 64
 
 # name -> (description, config overrides on top of the demo recipe)
-PAPER = {"group_diversity_loss_weight": 0.0}
+PAPER = {"loss.group_diversity_weight": 0.0}
 VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "paper": (
         "GroupViT as in the paper: 2 grouping stages, hard (Gumbel) assignment, multi-label loss",
-        {"model_overrides": PAPER},
+        PAPER,
     ),
     "no_multi_label": (
         "paper without the multi-label loss (image-text contrastive only)",
-        {"model_overrides": PAPER, "data.num_prompt_nouns": 0},
+        {**PAPER, "data.num_prompt_nouns": 0},
     ),
     "soft": (
         "paper with soft assignment (no Gumbel, no straight-through one-hot)",
-        {"model_overrides": {**PAPER, "vision_config": {"hard_assignment": False, "gumbel": False}}},
+        {**PAPER, "model_overrides": {"vision_config": {"hard_assignment": False, "gumbel": False}}},
     ),
     "one_stage": (
         "paper with one grouping stage (8 groups)",
         {
+            **PAPER,
             "model_overrides": {
-                **PAPER,
                 "vision_config": {"depths": [3, 2], "num_group_tokens": [8, 0], "num_output_groups": [8, 8]},
-            }
+            },
         },
     ),
     "vit": (
         "no grouping: plain ViT, segmentation by patch-to-label similarity",
         {
-            "model_overrides": {
-                **PAPER,
-                "vision_config": {"depths": [5], "num_group_tokens": [0], "num_output_groups": [0]},
-            }
+            **PAPER,
+            "model_overrides": {"vision_config": {"depths": [5], "num_group_tokens": [0], "num_output_groups": [0]}},
         },
     ),
     "diversity": (
         "paper + group-diversity loss (the demo recipe)",
-        {"model_overrides": {"group_diversity_loss_weight": 1.0}},
+        {"loss.group_diversity_weight": 1.0},
     ),
     "semantic_max_diversity": (
         "demo recipe + semantic multi-label targets + max-over-groups prompt matching",
         {
-            "multi_label_target": "semantic",
-            "model_overrides": {"group_diversity_loss_weight": 1.0, "multi_label_group_pooling": "max"},
+            "loss.group_diversity_weight": 1.0,
+            "loss.multi_label_target": "semantic",
+            "loss.multi_label_group_pooling": "max",
         },
     ),
 }

@@ -129,9 +129,8 @@ def resolve_config(
     elif stored is not None:
         logger.warning("The checkpoint's config (%r) cannot be read; pass --config to be explicit", stored)
 
-    multi_label = "multi_label_logit_scale" in state_dict
-    logger.info("Using groupvit-s (multi-label loss %s, as the checkpoint suggests)", "on" if multi_label else "off")
-    return GroupViTConfig.from_preset("groupvit-s", multi_label_loss_weight=1.0 if multi_label else 0.0)
+    logger.info("Using groupvit-s")
+    return GroupViTConfig.from_preset("groupvit-s")
 
 
 def _sanity_check(model: GroupViTModel, processor: GroupViTProcessor) -> torch.Tensor:

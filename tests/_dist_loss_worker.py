@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+import groupvit.modeling_groupvit as modeling
 import groupvit.training.losses as loss_mod
 
 FULL_BATCH = 8  # W * B
@@ -61,19 +62,20 @@ def run_scenario(problem: dict[str, torch.Tensor], rows: slice, target: str) -> 
         t = t[rows] if name.startswith("x_") else t
         leaves[name] = t.detach().clone().requires_grad_(True)
     proj = leaves["proj"]
-    out = loss_mod.groupvit_loss(
-        leaves["x_image"] @ proj,  # (B, C)
-        leaves["x_text"] @ proj,  # (B, C)
-        leaves["logit_scale"],
-        prompt_embeds=leaves["x_prompt"] @ proj,  # (B, K, C)
-        multi_label_logit_scale=leaves["multi_label_logit_scale"],
-        multi_label_weight=0.7,
-        multi_label_target=target,
+    image = leaves["x_image"] @ proj  # (B, C)
+    # the model's contrastive loss (modeling_groupvit.contrastive_loss) and the training side's multi-label term
+    itc_loss = loss_mod.image_text_contrastive_loss(image, leaves["x_text"] @ proj, leaves["logit_scale"])
+    multi_label_loss = loss_mod.multi_label_contrastive_loss(
+        image,
+        leaves["x_prompt"] @ proj,  # (B, K, C)
+        leaves["multi_label_logit_scale"],
+        target=target,
         noun_ids=problem["noun_ids"][rows],
     )
-    out.loss.backward()
+    loss = itc_loss + 0.7 * multi_label_loss
+    loss.backward()
     result = {f"grad_{name}": leaf.grad.detach().clone() for name, leaf in leaves.items()}
-    result.update({k: v.detach().clone() for k, v in out.to_dict().items()})
+    result.update(loss=loss.detach(), itc_loss=itc_loss.detach(), multi_label_loss=multi_label_loss.detach())
     return result
 
 
@@ -93,11 +95,12 @@ def main(rank: int, world_size: int, init_file: str, out_dir: str) -> None:
         local = FULL_BATCH // world_size
         rows = slice(rank * local, (rank + 1) * local)
         results = {}
-        differentiable_gather = loss_mod.all_gather_with_grad
+        # both losses gather through this one function (torch.distributed.nn.functional.all_gather)
+        differentiable_gather = modeling.all_gather_with_grad
         for name, (target, differentiable) in SCENARIOS.items():
-            loss_mod.all_gather_with_grad = differentiable_gather if differentiable else _plain_all_gather
+            modeling.all_gather_with_grad = differentiable_gather if differentiable else _plain_all_gather
             results[name] = run_scenario(problem, rows, target)
-        loss_mod.all_gather_with_grad = differentiable_gather
+        modeling.all_gather_with_grad = differentiable_gather
         torch.save(results, Path(out_dir) / f"rank{rank}.pt")
     finally:
         torch.distributed.destroy_process_group()

@@ -12,13 +12,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from groupvit import GroupViTConfig
+import groupvit
+from conftest import randomize_, tiny_config
+from groupvit.modeling_groupvit import all_gather_with_grad, distributed_rank_and_world_size
+from groupvit.training.config import LossArguments
 from groupvit.training.losses import (
-    GroupViTLoss,
-    GroupViTLossOutput,
-    all_gather_with_grad,
-    get_rank_and_world_size,
-    groupvit_loss,
+    GroupDiversityTerm,
+    GroupViTPretrainingLoss,
+    ImageTextContrastiveTerm,
     image_text_contrastive_loss,
     multi_label_contrastive_loss,
     soft_target_cross_entropy,
@@ -154,7 +155,6 @@ def test_itc_matches_transformers_clip_loss():
     logits_per_text = logit_scale.exp() * text_n @ image_n.t()  # (B, B)
     expected = clip_loss(logits_per_text)
     torch.testing.assert_close(image_text_contrastive_loss(image, text, logit_scale), expected)
-    torch.testing.assert_close(image_text_contrastive_loss(image, text, logit_scale, gather=False), expected)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -193,42 +193,90 @@ def test_gradcheck_float64():
 
 
 def test_all_gather_is_identity_without_distributed():
-    assert get_rank_and_world_size() == (0, 1)
+    assert distributed_rank_and_world_size() == (0, 1)
     x = torch.randn(3, 2)
     assert all_gather_with_grad(x) is x
 
 
-def test_groupvit_loss_total_and_module():
-    g = torch.Generator().manual_seed(0)
-    image, text = torch.randn(4, 8, generator=g), torch.randn(4, 8, generator=g)
-    prompts = torch.randn(4, 3, 8, generator=g)
-    scale = torch.tensor(math.log(1 / 0.07))
+def _step(loss_fn, model, batch):
+    outputs = model(**loss_fn.model_inputs(batch))
+    return outputs, loss_fn(model, outputs, batch)
 
-    module = GroupViTLoss(multi_label_weight=0.5)
-    assert module.multi_label_logit_scale.item() == pytest.approx(math.log(1 / 0.07))
-    assert module.multi_label_logit_scale.requires_grad
-    out = module(image, text, scale, prompt_embeds=prompts)
-    assert isinstance(out, GroupViTLossOutput)
-    torch.testing.assert_close(out.itc_loss, image_text_contrastive_loss(image, text, scale))
-    torch.testing.assert_close(
-        out.multi_label_loss, multi_label_contrastive_loss(image, prompts, module.multi_label_logit_scale)
+
+PROMPT_IDS = torch.tensor([[[49406, 320, 2368, 49407], [49406, 320, 1929, 49407]]] * 2)
+
+
+@pytest.mark.parametrize("target,pooling", [("instance", "mean"), ("semantic", "max")])
+def test_pretraining_loss_equals_its_terms_computed_by_hand(text_inputs, pixel_values, target, pooling):
+    arguments = LossArguments(
+        multi_label_weight=0.5, multi_label_target=target, multi_label_group_pooling=pooling, group_diversity_weight=2
     )
-    torch.testing.assert_close(out.loss, out.itc_loss + 0.5 * out.multi_label_loss)
-    assert set(out.to_dict()) == {"loss", "itc_loss", "multi_label_loss"}
+    loss_fn = GroupViTPretrainingLoss.from_arguments(arguments, num_prompt_nouns=2, pad_token_id=49407)
+    assert set(loss_fn.terms) == {"itc", "multi_label", "group_diversity"}
+    model = randomize_(groupvit.GroupViTModel(tiny_config()), std=0.1).eval()
+    noun_ids = torch.tensor([[7, 8], [7, -1]])
+    batch = {
+        **text_inputs,
+        "pixel_values": pixel_values[:2],
+        "prompt_input_ids": PROMPT_IDS,
+        "prompt_noun_ids": noun_ids,
+    }
+    outputs, out = _step(loss_fn, model, batch)
+    with torch.no_grad():
+        vision = model.vision_model(pixel_values[:2])
+        image = model.visual_projection(vision.pooler_output)
+        groups = model.get_group_embeddings(vision.last_hidden_state)
+        # captions and prompts go through the text head's BatchNorm together (eval mode: running stats)
+        caption = model.get_text_features(**text_inputs).pooler_output
+        prompt = model.get_text_features(PROMPT_IDS.reshape(4, 4)).pooler_output.reshape(2, 2, -1)
+    itc = image_text_contrastive_loss(image, caption, model.logit_scale)
+    multi = multi_label_contrastive_loss(
+        groups if pooling == "max" else image,
+        prompt,
+        loss_fn.terms["multi_label"].logit_scale,
+        target=target,
+        noun_ids=noun_ids if target == "semantic" else None,
+    )
+    from groupvit.training.losses import group_diversity_loss
+
+    diversity = group_diversity_loss(vision.attentions)
+    torch.testing.assert_close(out.terms["itc"], itc, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(out.terms["multi_label"], multi, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(out.terms["group_diversity"], diversity, atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(out.loss, itc + 0.5 * multi + 2 * diversity, atol=1e-5, rtol=1e-5)
+    # the model's own return_loss is the same contrastive term
+    with torch.no_grad():
+        own = model(**text_inputs, pixel_values=pixel_values[:2], return_loss=True).loss
+    torch.testing.assert_close(own, itc, atol=1e-5, rtol=1e-5)
     out.loss.backward()
-    assert module.multi_label_logit_scale.grad is not None
+    assert loss_fn.terms["multi_label"].logit_scale.grad is not None
+    assert outputs.text_embeds.shape[0] == 2 + 4  # captions and prompts in one text batch
 
-    # Separate multi-label image embeddings.
-    ml_image = torch.randn(4, 8, generator=g)
-    out2 = groupvit_loss(image, text, scale, prompts, multi_label_logit_scale=1.0, multi_label_image_embeds=ml_image)
-    torch.testing.assert_close(out2.multi_label_loss, multi_label_contrastive_loss(ml_image, prompts, 1.0))
 
-    # No prompts (K == 0 / None): ITC only.
-    for no_prompts in (None, torch.empty(4, 0, 8)):
-        out3 = module(image, text, scale, prompt_embeds=no_prompts)
-        assert out3.multi_label_loss is None
-        assert set(out3.to_dict()) == {"loss", "itc_loss"}
-        torch.testing.assert_close(out3.loss, out3.itc_loss)
+def test_pretraining_loss_without_prompts_is_itc_only_and_new_terms_register(text_inputs, pixel_values):
+    loss_fn = GroupViTPretrainingLoss.from_arguments(LossArguments(), num_prompt_nouns=0)
+    assert set(loss_fn.terms) == {"itc"} and not list(loss_fn.parameters())
+    model = randomize_(groupvit.GroupViTModel(tiny_config()), std=0.1).eval()
+    batch = {**text_inputs, "pixel_values": pixel_values[:2]}
+    _, out = _step(loss_fn, model, batch)
+    torch.testing.assert_close(out.loss, out.terms["itc"])
+
+    class Constant(torch.nn.Module):
+        def forward(self, inputs):
+            return inputs.image_embeds.new_tensor(3.0)
+
+    loss_fn.add_term("region", Constant(), 0.25)
+    _, out = _step(loss_fn, model, batch)
+    torch.testing.assert_close(out.loss, out.terms["itc"] + 0.75)
+    with pytest.raises(ValueError, match="already registered"):
+        loss_fn.add_term("region", Constant(), 1.0)
+    with pytest.raises(ValueError, match="weight of loss term 'x'"):
+        loss_fn.add_term("x", ImageTextContrastiveTerm(), float("nan"))
+    with pytest.raises(ValueError, match="output_attentions"):
+        loss_fn2 = GroupViTPretrainingLoss()
+        loss_fn2.add_term("group_diversity", GroupDiversityTerm(), 1.0)
+        outputs = model(**text_inputs, pixel_values=pixel_values[:2])
+        loss_fn2(model, outputs, batch)
 
 
 def test_invalid_arguments():
@@ -239,10 +287,6 @@ def test_invalid_arguments():
         multi_label_contrastive_loss(image, prompts, 1.0, target="semantic", noun_ids=torch.zeros(2, 2))
     with pytest.raises(ValueError, match="target"):
         multi_label_contrastive_loss(image, prompts, 1.0, target="bogus")
-    with pytest.raises(ValueError, match="multi_label_logit_scale"):
-        groupvit_loss(image, image, 1.0, prompt_embeds=prompts)
-    with pytest.raises(ValueError):
-        GroupViTLoss(multi_label_target="bogus")
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -365,40 +409,3 @@ def test_group_diversity_loss_hand_computed():
     assert group_diversity_loss([half]).item() == pytest.approx(0.5, abs=1e-6)
     assert group_diversity_loss([spread]).item() == pytest.approx(0.0, abs=1e-6)
     assert group_diversity_loss([half, spread]).item() == pytest.approx(0.25, abs=1e-6)
-
-
-def test_group_diversity_batch_marginal_lets_one_image_use_one_group():
-    from groupvit.training.losses import group_diversity_loss
-
-    # image 0 sends both tokens to group 0, image 1 to group 1: (B=2, G=2, N=2)
-    one_each = torch.tensor([[[1.0, 1.0], [0.0, 0.0]], [[0.0, 0.0], [1.0, 1.0]]])
-    # per image: usage entropy 0, token entropy 0 -> 1; over the batch: usage (1/2, 1/2) -> 1 - 1 + 0 = 0
-    assert group_diversity_loss([one_each], "image").item() == pytest.approx(1.0, abs=1e-6)
-    assert group_diversity_loss([one_each], "batch").item() == pytest.approx(0.0, abs=1e-6)
-    # both images in group 0: collapsed over the batch too
-    assert group_diversity_loss([one_each[:1].expand(2, -1, -1)], "batch").item() == pytest.approx(1.0, abs=1e-6)
-    with pytest.raises(ValueError, match="dataset"):
-        group_diversity_loss([one_each], "dataset")
-    with pytest.raises(ValueError, match="group_diversity_marginal"):
-        GroupViTConfig(group_diversity_marginal="dataset")
-
-
-def test_group_diversity_kl_usage_hand_computed_and_keeps_a_gradient_after_collapse():
-    from groupvit.training.losses import group_diversity_loss
-
-    # one image, G=2, N=2: token 0 sure of group 0, token 1 split evenly -> shares (3/4, 1/4)
-    soft = torch.tensor([[[1.0, 0.5], [0.0, 0.5]]])
-    token_term = (math.log(2) / 2) / math.log(2)
-    kl = (-(math.log(0.75) + math.log(0.25)) / 2 - math.log(2)) / math.log(2)
-    entropy = 1 + (0.75 * math.log(0.75) + 0.25 * math.log(0.25)) / math.log(2)
-    assert group_diversity_loss([soft], usage="kl").item() == pytest.approx(kl + token_term, abs=1e-6)
-    assert group_diversity_loss([soft], usage="entropy").item() == pytest.approx(entropy + token_term, abs=1e-6)
-    # every token confidently in group 0: the entropy form has (almost) no gradient left, the KL form does
-    grads = {}
-    for usage in ("entropy", "kl"):
-        logits = torch.tensor([[[12.0, 12.0, 12.0], [-12.0, -12.0, -12.0]]], requires_grad=True)
-        group_diversity_loss([logits.softmax(dim=1)], usage=usage).backward()
-        grads[usage] = logits.grad.abs().max().item()
-    assert grads["entropy"] < 1e-6 < 0.1 < grads["kl"]
-    with pytest.raises(ValueError, match="usage"):
-        group_diversity_loss([soft], usage="l2")

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 import transformers
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 
 import groupvit
 from conftest import builtin_config, randomize_, tiny_config
@@ -46,8 +47,12 @@ def test_our_checkpoint_loads_into_builtin(tiny_checkpoint, text_inputs, pixel_v
     assert "model.safetensors" in files and not any(f.endswith(".bin") for f in files)
     builtin, info = transformers.GroupViTModel.from_pretrained(tiny_checkpoint, output_loading_info=True)
     assert not info["missing_keys"] and not info["mismatched_keys"]
-    # the only extra key is the multi-label temperature, a training-only parameter the built-in does not have
-    assert info["unexpected_keys"] <= {"multi_label_logit_scale"}
+    assert not info["unexpected_keys"]
+    # exactly the built-in's weights, and every config field the built-in has (plus architecture extras it keeps)
+    assert set(load_file(Path(tiny_checkpoint, "model.safetensors"))) == set(builtin.state_dict())
+    saved = json.loads(Path(tiny_checkpoint, "config.json").read_text())
+    assert not set(saved) & set(groupvit.configuration_groupvit.LEGACY_LOSS_FIELDS)
+    assert builtin.config.vision_config.gumbel is saved["vision_config"]["gumbel"]
     ours = groupvit.GroupViTModel.from_pretrained(tiny_checkpoint)
     a, b = _compare(ours.eval(), builtin.eval(), text_inputs, pixel_values)
     for key in ("logits_per_image", "text_embeds", "image_embeds"):
@@ -58,10 +63,7 @@ def test_parameter_names_and_shapes_equal_builtin():
     config = tiny_config()
     ours = groupvit.GroupViTModel(config).state_dict()
     builtin = transformers.GroupViTModel(builtin_config(config)).state_dict()
-    ours.pop("multi_label_logit_scale")
     assert {k: tuple(v.shape) for k, v in ours.items()} == {k: tuple(v.shape) for k, v in builtin.items()}
-    no_multi_label = groupvit.GroupViTModel(tiny_config(multi_label_loss_weight=0.0)).state_dict()
-    assert "multi_label_logit_scale" not in no_multi_label
 
 
 def test_groupvit_s_size_matches_paper():
@@ -179,23 +181,16 @@ def test_bad_inputs_raise_clear_errors(text_inputs):
         model(input_ids=torch.ones(1, 80, dtype=torch.long), pixel_values=torch.randn(1, 3, 32, 32))
 
 
-def test_loss_uses_paper_losses(text_inputs, pixel_values):
-    from groupvit.training.losses import groupvit_loss
-
+def test_return_loss_is_clip_contrastive_loss(text_inputs, pixel_values):
     model = randomize_(groupvit.GroupViTModel(tiny_config()), std=0.1).eval()
-    prompts = torch.tensor([[[49406, 320, 2368, 49407], [49406, 320, 1929, 49407]]] * 2)
-    out = model(**text_inputs, pixel_values=pixel_values[:2], return_loss=True, prompt_input_ids=prompts)
     with torch.no_grad():
-        image = model.get_image_features(pixel_values[:2]).pooler_output
-        # captions and prompts go through the text head's BatchNorm together (eval mode: running stats)
-        caption = model.get_text_features(**text_inputs).pooler_output
-        prompt = model.get_text_features(prompts.reshape(4, 4)).pooler_output.reshape(2, 2, -1)
-    expected = groupvit_loss(image, caption, model.logit_scale, prompt, model.multi_label_logit_scale)
-    torch.testing.assert_close(out.loss, expected.loss, atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(out.itc_loss, expected.itc_loss, atol=1e-5, rtol=1e-5)
-    assert out.multi_label_loss is not None and out.loss > out.itc_loss
-    itc_only = model(**text_inputs, pixel_values=pixel_values[:2], return_loss=True)
-    torch.testing.assert_close(itc_only.loss, expected.itc_loss, atol=1e-5, rtol=1e-5)
+        out = model(**text_inputs, pixel_values=pixel_values[:2], return_loss=True)
+    # CLIP's loss of the same logits (no clamp reached at exp(2.6592)): mean of both directions' cross-entropy
+    labels = torch.arange(2)
+    expected = (F.cross_entropy(out.logits_per_text, labels) + F.cross_entropy(out.logits_per_image, labels)) / 2
+    torch.testing.assert_close(out.loss, expected, atol=1e-6, rtol=1e-6)
+    with pytest.raises(ValueError, match="2 texts and 3 images"):
+        model(**text_inputs, pixel_values=pixel_values, return_loss=True)
 
 
 def test_auto_classes_resolve_to_ours(tiny_checkpoint):
@@ -248,38 +243,109 @@ def test_from_pretrained_hub_id_offline(tiny_checkpoint, tmp_path):
     assert "OK (1, 1)" in result.stdout
 
 
-def test_semantic_targets_and_group_pooling_reach_the_loss(text_inputs, pixel_values):
-    from groupvit.training.losses import groupvit_loss
+def test_old_checkpoint_with_loss_fields_and_temperature_loads(tiny_checkpoint, tmp_path, text_inputs, pixel_values):
+    old = tmp_path / "old"
+    old.mkdir()
+    config = json.loads(Path(tiny_checkpoint, "config.json").read_text())
+    legacy = {"multi_label_loss_weight": 1.0, "multi_label_target": "semantic", "multi_label_group_pooling": "max"}
+    legacy |= {"group_diversity_loss_weight": 1.0, "group_diversity_marginal": "image", "group_diversity_usage": "kl"}
+    (old / "config.json").write_text(json.dumps({**config, **legacy}))
+    weights = load_file(Path(tiny_checkpoint, "model.safetensors"))
+    save_file({**weights, "multi_label_logit_scale": torch.tensor(3.0)}, old / "model.safetensors")
+    model, info = groupvit.GroupViTModel.from_pretrained(old, output_loading_info=True)
+    assert not info["missing_keys"] and not info["unexpected_keys"]
+    assert not any(hasattr(model.config, key) for key in legacy)
+    assert "multi_label_logit_scale" not in model.state_dict()
+    reference = groupvit.GroupViTModel.from_pretrained(tiny_checkpoint).eval()
+    a, b = _compare(model.eval(), reference, text_inputs, pixel_values)
+    torch.testing.assert_close(a.logits_per_image, b.logits_per_image, atol=0, rtol=0)
 
-    config = tiny_config(multi_label_target="semantic", multi_label_group_pooling="max")
-    model = randomize_(groupvit.GroupViTModel(config), std=0.1).eval()
-    prompts = torch.tensor([[[49406, 320, 2368, 49407], [49406, 320, 1929, 49407]]] * 2)
-    noun_ids = torch.tensor([[7, 8], [7, -1]])
-    out = model(
-        **text_inputs,
-        pixel_values=pixel_values[:2],
-        return_loss=True,
-        prompt_input_ids=prompts,
-        prompt_noun_ids=noun_ids,
-    )
+
+def _tiny_towers():
+    config = tiny_config()
+    return config, groupvit.GroupViTModel(config).eval()
+
+
+def test_config_output_flags_are_honoured(text_inputs, pixel_values):
+    config = tiny_config(output_attentions=True, output_hidden_states=True)
+    model = groupvit.GroupViTModel(config).eval()
     with torch.no_grad():
-        vision = model.vision_model(pixel_values[:2])
-        image = model.visual_projection(vision.pooler_output)
-        groups = model.get_group_embeddings(vision.last_hidden_state)
-        caption = model.get_text_features(**text_inputs).pooler_output
-        prompt = model.get_text_features(prompts.reshape(4, 4)).pooler_output.reshape(2, 2, -1)
-    expected = groupvit_loss(
-        image,
-        caption,
-        model.logit_scale,
-        prompt,
-        model.multi_label_logit_scale,
-        multi_label_image_embeds=groups,
-        multi_label_target="semantic",
-        noun_ids=noun_ids,
-    )
-    torch.testing.assert_close(out.multi_label_loss, expected.multi_label_loss, atol=1e-5, rtol=1e-5)
-    paper = groupvit_loss(image, caption, model.logit_scale, prompt, model.multi_label_logit_scale)
-    assert not torch.isclose(out.multi_label_loss, paper.multi_label_loss)
-    with pytest.raises(ValueError, match="multi_label_group_pooling"):
-        tiny_config(multi_label_group_pooling="sum")
+        out = model(**text_inputs, pixel_values=pixel_values)
+        plain = model(**text_inputs, pixel_values=pixel_values, output_attentions=False, output_hidden_states=False)
+    assert len(out.vision_model_output.attentions) == 2 and len(out.vision_model_output.hidden_states) == 4
+    # text attention weights need eager attention (SDPA computes none): see the next test
+    assert len(out.text_model_output.hidden_states) == 3 and out.text_model_output.attentions is not None
+    assert plain.vision_model_output.attentions is None and plain.text_model_output.hidden_states is None
+    # the towers alone read their own configs
+    text_config = tiny_config().text_config
+    text_config.output_hidden_states = True
+    text = groupvit.GroupViTTextModel(text_config).eval()
+    assert len(text(text_inputs["input_ids"]).hidden_states) == 3
+    vision_config = tiny_config().vision_config
+    vision_config.output_attentions = True
+    vision = groupvit.GroupViTVisionModel(vision_config).eval()
+    assert [g.shape for g in vision(pixel_values).attentions] == [(3, 8, 64), (3, 4, 8)]
+    assert vision(pixel_values, output_attentions=False).attentions is None
+    # return_dict from the config
+    config.return_dict = False
+    assert isinstance(groupvit.GroupViTModel(config).eval()(**text_inputs, pixel_values=pixel_values), tuple)
+
+
+def test_text_attentions_are_recorded_with_eager_attention(text_inputs):
+    config = tiny_config()
+    eager = groupvit.GroupViTTextModel(config.text_config)
+    eager.set_attn_implementation("eager")
+    out = eager.eval()(text_inputs["input_ids"], output_attentions=True)
+    length = text_inputs["input_ids"].shape[1]
+    assert [a.shape for a in out.attentions] == [(2, 2, length, length)] * 2
+    # causal: nothing above the diagonal
+    assert torch.all(out.attentions[0].triu(1) == 0)
+
+
+def test_get_features_accept_the_builtin_keywords(text_inputs, pixel_values):
+    _, model = _tiny_towers()
+    with torch.no_grad():
+        text = model.get_text_features(**text_inputs, output_attentions=True, output_hidden_states=True)
+        image = model.get_image_features(pixel_values, output_attentions=True, output_hidden_states=True)
+        as_tuple = model.get_image_features(pixel_values, return_dict=False)
+    assert text.pooler_output.shape == (2, 16) and len(text.hidden_states) == 3
+    assert image.pooler_output.shape == (3, 16) and len(image.attentions) == 2 and len(image.hidden_states) == 4
+    torch.testing.assert_close(as_tuple[1], image.pooler_output)
+    # prompts are the training loss' business: the model names them instead of ignoring them
+    with pytest.raises(TypeError, match="prompt_input_ids"):
+        model(**text_inputs, pixel_values=pixel_values, prompt_input_ids=torch.ones(3, 1, 4, dtype=torch.long))
+    with pytest.raises(TypeError, match="colour"):
+        model.get_image_features(pixel_values, colour=True)
+
+
+def test_config_validation_names_the_field():
+    from huggingface_hub.errors import StrictDataclassError
+
+    cases = [
+        (groupvit.GroupViTVisionConfig, {"gumbel_tau": float("nan")}, "gumbel_tau"),
+        (groupvit.GroupViTVisionConfig, {"gumbel_tau": float("inf")}, "gumbel_tau"),
+        (groupvit.GroupViTConfig, {"logit_scale_max": float("inf")}, "logit_scale_max"),
+        (groupvit.GroupViTConfig, {"logit_scale_max": float("nan")}, "logit_scale_max"),
+        (groupvit.GroupViTTextConfig, {"layer_norm_eps": -1e-5}, "layer_norm_eps"),
+        (groupvit.GroupViTTextConfig, {"dropout": 1.5}, "dropout"),
+        (groupvit.GroupViTVisionConfig, {"attention_dropout": -0.1}, "attention_dropout"),
+        (groupvit.GroupViTTextConfig, {"hidden_act": "swishy"}, "hidden_act"),
+        (groupvit.GroupViTVisionConfig, {"hidden_size": 32}, "num_attention_heads"),
+    ]
+    for cls, values, field in cases:
+        with pytest.raises(StrictDataclassError, match=field) as info:
+            cls(**values)
+        assert isinstance(info.value.__cause__, ValueError | TypeError)
+
+
+def test_bad_model_inputs_raise_value_errors(text_inputs, pixel_values):
+    config, model = _tiny_towers()
+    with pytest.raises(ValueError, match="vocab_size=49408"):
+        model(input_ids=torch.tensor([[49406, 49408, 49407]]), pixel_values=pixel_values[:1])
+    with pytest.raises(ValueError, match="input_ids is an empty batch"):
+        model(input_ids=torch.zeros(0, 4, dtype=torch.long), pixel_values=pixel_values[:1])
+    with pytest.raises(ValueError, match="pixel_values is an empty batch"):
+        model(**text_inputs, pixel_values=pixel_values[:0])
+    no_groups = tiny_config(vision_config={"depths": [2], "num_group_tokens": [0], "num_output_groups": [0]})
+    with pytest.raises(ValueError, match="output_segmentation=True needs a grouping stage"):
+        groupvit.GroupViTModel(no_groups).eval()(**text_inputs, pixel_values=pixel_values, output_segmentation=True)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 
 import groupvit
 from groupvit.cli.pretrain import main as pretrain_main
@@ -62,6 +62,11 @@ def test_config_file_and_overrides(tmp_path):
         ({"data.noun_extractor": "spacy-large"}, "spacy-large"),
         ({"push_to_hub": True}, "needs hub_model_id"),
         ({"per_device_train_batch_size": 1}, "global batch of at least 2"),
+        ({"loss.multi_label_target": "noun"}, r"loss.multi_label_target must be one of \('instance', 'semantic'\)"),
+        ({"loss.multi_label_group_pooling": "sum"}, "loss.multi_label_group_pooling must be one of"),
+        ({"loss.group_diversity_weight": -1.0}, "loss.group_diversity_weight must be finite and >= 0"),
+        ({"loss.multi_label_weight": float("nan")}, "loss.multi_label_weight must be finite"),
+        ({"mixed_precision": "fp8"}, "mixed_precision must be one of"),
     ],
 )
 def test_bad_config_fails_at_start(overrides, message):
@@ -85,6 +90,10 @@ def test_parameter_groups_follow_the_original():
     assert all(not n.endswith(".bias") for n in decayed)
     assert "vision_model.layernorm.weight" in {names[id(p)] for p in no_decay["params"]}
     assert len(decay["params"]) + len(no_decay["params"]) == len(list(model.parameters()))
+    # the loss module's temperature is optimised too, decayed as the original's 0-d multi_label_logit_scale
+    loss_fn = training.build_loss(load_training_config(TINY_RUN), model)
+    decay, _ = parameter_groups(model, 0.05, loss_fn)
+    assert any(p is loss_fn.terms["multi_label"].logit_scale for p in decay["params"])
 
 
 def test_interrupted_checkpoint_is_ignored(tmp_path):
@@ -131,10 +140,14 @@ def test_kill_and_resume_reaches_the_same_weights(tmp_path):
     assert "Resumed from" in output
     summary = json.loads((tmp_path / "resumed" / "train_summary.json").read_text())
     assert summary["step"] == 40 and summary["samples_seen"] == 40 * 32
-    ours = load_file(tmp_path / "resumed" / "model.safetensors")
-    ref = load_file(tmp_path / "reference" / "model.safetensors")
-    for name, tensor in ref.items():
-        torch.testing.assert_close(ours[name], tensor, atol=1e-6, rtol=1e-5, msg=name)
+    for weights in ("model.safetensors", training.LOSS_STATE):
+        ours = load_file(tmp_path / "resumed" / weights)
+        ref = load_file(tmp_path / "reference" / weights)
+        assert ours.keys() == ref.keys()
+        for name, tensor in ref.items():
+            torch.testing.assert_close(ours[name], tensor, atol=1e-6, rtol=1e-5, msg=name)
+    # the multi-label temperature trained (so a resume that lost it would not match)
+    assert ref["terms.multi_label.logit_scale"].item() != pytest.approx(2.6592, abs=1e-6)
 
 
 @pytest.mark.slow
@@ -192,7 +205,7 @@ def test_push_to_hub_uploads_the_final_folder(tmp_path, monkeypatch):
     assert (tmp_path / "model.safetensors").exists() and (tmp_path / "README.md").exists()
 
 
-def test_init_from_keeps_the_weights_and_applies_the_run_loss_settings(tmp_path):
+def test_init_from_keeps_the_weights_and_takes_the_loss_from_the_run(tmp_path):
     source = tmp_path / "pretrained"
     torch.manual_seed(0)
     groupvit.GroupViTModel(groupvit.GroupViTConfig.from_preset("groupvit-tiny")).save_pretrained(source)
@@ -201,17 +214,25 @@ def test_init_from_keeps_the_weights_and_applies_the_run_loss_settings(tmp_path)
         {
             "output_dir": str(tmp_path / "run"),
             "init_from": str(source),
-            "multi_label_target": "semantic",
-            "model_overrides": {"multi_label_group_pooling": "max", "vision_config": {"gumbel": False}},
+            "loss": {"multi_label_target": "semantic", "multi_label_group_pooling": "max"},
+            "model_overrides": {"vision_config": {"gumbel": False}},
         },
     )
     model = training.build_model(config)
-    assert model.config.multi_label_target == "semantic"
-    assert model.config.multi_label_group_pooling == "max"
     assert model.config.vision_config.gumbel is False
     expected = load_file(source / "model.safetensors")
     loaded = model.state_dict()
     assert all(torch.equal(loaded[name], value) for name, value in expected.items())
+    loss_fn = training.build_loss(config, model)
+    term = loss_fn.terms["multi_label"]
+    assert (term.target, term.group_pooling) == ("semantic", "max")
+    assert term.logit_scale.item() == pytest.approx(2.6592)  # nothing saved for it: the run's initial value
+    # a run of this package saves the loss state beside the model; an older checkpoint kept it in the model weights
+    save_file({"terms.multi_label.logit_scale": torch.tensor(3.5)}, source / training.LOSS_STATE)
+    assert training.build_loss(config, model).terms["multi_label"].logit_scale.item() == pytest.approx(3.5)
+    (source / training.LOSS_STATE).unlink()
+    save_file({**expected, "multi_label_logit_scale": torch.tensor(4.0)}, source / "model.safetensors")
+    assert training.build_loss(config, model).terms["multi_label"].logit_scale.item() == pytest.approx(4.0)
 
 
 def test_demo_recipe_stages_chain():
@@ -222,5 +243,7 @@ def test_demo_recipe_stages_chain():
     validate_config(stage2)
     # stage 2 starts from stage 1's output and only changes the loss settings, never the architecture
     assert stage2.init_from == stage1.output_dir and stage2.model_preset == stage1.model_preset
-    assert stage2.model_overrides["multi_label_group_pooling"] == "max" and stage2.multi_label_target == "semantic"
+    assert stage2.model_overrides == stage1.model_overrides == {}
+    assert stage2.loss.multi_label_group_pooling == "max" and stage2.loss.multi_label_target == "semantic"
+    assert stage1.loss.group_diversity_weight == stage2.loss.group_diversity_weight == 1.0
     assert stage2.learning_rate < stage1.learning_rate

@@ -1,26 +1,62 @@
 """GroupViT configurations: text tower, vision tower, joint model, and named presets.
 
 Field names and defaults match the `config.json` of the GroupViT checkpoints on the Hub (`nvidia/groupvit-gcc-yfcc`,
-`nvidia/groupvit-gcc-redcaps`), so those files load unchanged. Fields that transformers' built-in GroupViT does not
-have (stochastic depth, assignment options, loss settings) are additions with the paper's values as defaults; they are
-ignored by the built-in model, which keeps unknown keys as plain attributes.
+`nvidia/groupvit-gcc-redcaps`), so those files load unchanged. The configurations describe the architecture only;
+the training objective (multi-label loss, its temperature, the group-diversity term) is part of the run configuration
+(`groupvit.training.config.LossArguments`). Fields that transformers' built-in GroupViT does not have (stochastic
+depth, assignment options, `logit_scale_max`) are kept by the built-in config as plain attributes.
+
+Validation follows transformers 5.x: `huggingface_hub`'s `@strict` checks each field's type (`Literal` fields
+included) and runs the `validate_*` methods at construction; a bad value raises
+`huggingface_hub.errors.StrictDataclassClassValidationError` / `StrictDataclassFieldValidationError` whose message
+names the field (the original `ValueError` is its `__cause__`). A vision config whose `hidden_size` is not divisible
+by `num_attention_heads` (e.g. `GroupViTVisionConfig(hidden_size=32)` with the default 6 heads) is rejected here,
+at config time; the built-in accepts the config and fails when the model is built.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import math
 from importlib import resources
 from typing import Any
 
 from huggingface_hub.dataclasses import strict
 from transformers import PreTrainedConfig
+from transformers.activations import ACT2FN
+
+logger = logging.getLogger(__name__)
+
+# Loss settings that older versions of this package stored in `config.json`; they now belong to the run
+# configuration and are dropped (with a log line) when such a config is loaded.
+LEGACY_LOSS_FIELDS = (
+    "multi_label_loss_weight",
+    "multi_label_target",
+    "multi_label_group_pooling",
+    "group_diversity_loss_weight",
+    "group_diversity_marginal",
+    "group_diversity_usage",
+)
 
 
 def _check_positive(config: PreTrainedConfig, *names: str) -> None:
     for name in names:
         value = getattr(config, name)
-        if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
-            raise ValueError(f"{type(config).__name__}.{name} must be a positive number, got {value!r}")
+        if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0 or math.isinf(value):
+            raise ValueError(f"{type(config).__name__}.{name} must be a positive finite number, got {value!r}")
+
+
+def _check_common(config: PreTrainedConfig) -> None:
+    """Checks shared by both towers: heads divide the width, eps > 0, dropouts are probabilities, known activation."""
+    _check_heads(config)
+    _check_positive(config, "layer_norm_eps")
+    for name in ("dropout", "attention_dropout"):
+        value = getattr(config, name)
+        if not 0.0 <= value <= 1.0:
+            raise ValueError(f"{type(config).__name__}.{name} must be in [0, 1], got {value!r}")
+    if config.hidden_act not in ACT2FN:
+        raise ValueError(f"{type(config).__name__}.hidden_act {config.hidden_act!r} is not one of {sorted(ACT2FN)}")
 
 
 def _check_heads(config: PreTrainedConfig) -> None:
@@ -79,11 +115,8 @@ class GroupViTTextConfig(PreTrainedConfig):
     bos_token_id: int | None = 49406
     eos_token_id: int | list[int] | None = 49407
 
-    def __post_init__(self, **kwargs: Any) -> None:
-        self._validate()
-        super().__post_init__(**kwargs)
-
-    def _validate(self) -> None:
+    def validate_architecture(self) -> None:
+        """Part of `@strict` validation: sizes are positive, heads divide the width, dropouts are probabilities."""
         _check_positive(
             self,
             "vocab_size",
@@ -93,7 +126,7 @@ class GroupViTTextConfig(PreTrainedConfig):
             "num_attention_heads",
             "max_position_embeddings",
         )
-        _check_heads(self)
+        _check_common(self)
 
 
 @strict
@@ -166,12 +199,12 @@ class GroupViTVisionConfig(PreTrainedConfig):
         self.assign_mlp_ratio = list(self.assign_mlp_ratio)
         if self.num_hidden_layers is None:
             self.num_hidden_layers = sum(self.depths)
-        self._validate()
         super().__post_init__(**kwargs)
 
-    def _validate(self) -> None:
+    def validate_architecture(self) -> None:
+        """Part of `@strict` validation: stage lists agree, sizes are positive, the Gumbel temperature is finite."""
         _check_positive(self, "hidden_size", "intermediate_size", "num_attention_heads", "num_channels", "gumbel_tau")
-        _check_heads(self)
+        _check_common(self)
         if not (len(self.depths) == len(self.num_group_tokens) == len(self.num_output_groups)):
             raise ValueError(
                 "GroupViTVisionConfig: depths, num_group_tokens and num_output_groups must have the same length, got "
@@ -226,20 +259,6 @@ class GroupViTConfig(PreTrainedConfig):
         output_segmentation: Return segmentation logits by default.
         logit_scale_max: Upper clamp of `exp(logit_scale)` (the original uses 100; transformers' built-in does not
             clamp, which only differs once the scale has grown past 100 during training).
-        multi_label_loss_weight: Weight of the paper's multi-label contrastive loss. When positive, the model owns a
-            second learnable temperature `multi_label_logit_scale`, as the original does.
-        multi_label_target: `"instance"` (paper: a prompt is positive only for its own image) or `"semantic"` (also
-            for every image whose caption has the same noun; needs `prompt_noun_ids`).
-        multi_label_group_pooling: `"mean"` (paper: prompts are matched against the image embedding, the mean of
-            the segment tokens) or `"max"` (against the best-matching projected segment token, which trains the
-            group embeddings that segmentation reads).
-        group_diversity_loss_weight: Weight of an anti-collapse term (not in the paper, 0 disables it): how far each
-            image's group usage is from uniform, see `groupvit.training.losses.group_diversity_loss`.
-        group_diversity_marginal: Over what the diversity term's usage is measured: `"image"` (each image should use
-            its groups evenly) or `"batch"` (the groups should be used evenly over the batch, as IIC's marginal over
-            the data: an image with one object on a plain background may then use few groups).
-        group_diversity_usage: The diversity term's usage penalty: `"entropy"` (`1 - H(usage) / log G`) or `"kl"`
-            (`KL(uniform || usage) / log G`, whose gradient does not vanish once the grouping has collapsed).
 
     Example:
         ```python
@@ -262,12 +281,6 @@ class GroupViTConfig(PreTrainedConfig):
     initializer_factor: float = 1.0
     output_segmentation: bool = False
     logit_scale_max: float = 100.0
-    multi_label_loss_weight: float = 1.0
-    multi_label_target: str = "instance"
-    multi_label_group_pooling: str = "mean"
-    group_diversity_loss_weight: float = 0.0
-    group_diversity_marginal: str = "image"
-    group_diversity_usage: str = "entropy"
 
     def __post_init__(self, **kwargs: Any) -> None:
         # Older Hub configs (e.g. nvidia/groupvit-gcc-yfcc) also carry `text_config_dict`/`vision_config_dict`;
@@ -278,37 +291,14 @@ class GroupViTConfig(PreTrainedConfig):
                 current = getattr(self, key)
                 current = current.to_dict() if isinstance(current, PreTrainedConfig) else dict(current or {})
                 setattr(self, key, {**current, **legacy})
-        self._validate()
+        legacy = sorted(key for key in LEGACY_LOSS_FIELDS if kwargs.pop(key, None) is not None)
+        if legacy:
+            logger.info("Ignoring loss settings %s: they belong to the run configuration, not the model", legacy)
         super().__post_init__(**kwargs)
 
-    def _validate(self) -> None:
+    def validate_architecture(self) -> None:
+        """Part of `@strict` validation: projection sizes and the logit-scale clamp are positive and finite."""
         _check_positive(self, "projection_dim", "projection_intermediate_dim", "logit_scale_max")
-        if self.multi_label_target not in ("instance", "semantic"):
-            raise ValueError(
-                f"GroupViTConfig.multi_label_target must be 'instance' or 'semantic', got {self.multi_label_target!r}"
-            )
-        if self.multi_label_group_pooling not in ("mean", "max"):
-            raise ValueError(
-                "GroupViTConfig.multi_label_group_pooling must be 'mean' or 'max', "
-                f"got {self.multi_label_group_pooling!r}"
-            )
-        if self.group_diversity_marginal not in ("image", "batch"):
-            raise ValueError(
-                "GroupViTConfig.group_diversity_marginal must be 'image' or 'batch', "
-                f"got {self.group_diversity_marginal!r}"
-            )
-        if self.group_diversity_usage not in ("entropy", "kl"):
-            raise ValueError(
-                f"GroupViTConfig.group_diversity_usage must be 'entropy' or 'kl', got {self.group_diversity_usage!r}"
-            )
-        if self.group_diversity_loss_weight < 0:
-            raise ValueError(
-                f"GroupViTConfig.group_diversity_loss_weight must be >= 0, got {self.group_diversity_loss_weight}"
-            )
-        if self.multi_label_loss_weight < 0:
-            raise ValueError(
-                f"GroupViTConfig.multi_label_loss_weight must be >= 0, got {self.multi_label_loss_weight}"
-            )
 
     @classmethod
     def from_preset(cls, name: str, **overrides: Any) -> GroupViTConfig:
@@ -332,9 +322,9 @@ class GroupViTConfig(PreTrainedConfig):
 
         Example:
             >>> config = GroupViTConfig.from_preset("groupvit-tiny")
-            >>> changed = config.with_overrides(multi_label_group_pooling="max", vision_config={"gumbel": False})
-            >>> changed.multi_label_group_pooling, changed.vision_config.gumbel, changed.vision_config.depths
-            ('max', False, [2, 2, 2])
+            >>> changed = config.with_overrides(logit_scale_max=50.0, vision_config={"gumbel": False})
+            >>> changed.logit_scale_max, changed.vision_config.gumbel, changed.vision_config.depths
+            (50.0, False, [2, 2, 2])
         """
         return type(self)(**_merged(self.to_dict(), overrides))
 
@@ -355,4 +345,4 @@ def available_presets() -> list[str]:
     return sorted(p.name.removesuffix(".json") for p in folder.iterdir() if p.name.endswith(".json"))
 
 
-__all__ = ["GroupViTConfig", "GroupViTTextConfig", "GroupViTVisionConfig", "available_presets"]
+__all__ = ["LEGACY_LOSS_FIELDS", "GroupViTConfig", "GroupViTTextConfig", "GroupViTVisionConfig", "available_presets"]

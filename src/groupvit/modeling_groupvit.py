@@ -9,9 +9,9 @@ conversion. What differs from the built-in model:
 - stochastic depth, Gumbel/hard assignment options and the original's initialisation are used in training;
 - `exp(logit_scale)` is clamped at `config.logit_scale_max` (100, as in the original);
 - `segmentation_logits` apply the logit scale once (the built-in applies it twice);
-- `return_loss=True` computes the paper's losses (`groupvit.training.losses`), with a cross-process gather and the
-multi-label
-  contrastive loss when prompt texts are given.
+- `return_loss=True` gathers the embeddings across processes (with gradients), so a 2-process loss equals the
+  1-process loss of the whole batch. As in CLIP, it is the image-text contrastive loss only: the paper's multi-label
+  loss and the group-diversity term are training objectives (`groupvit.training.losses`).
 """
 
 import math
@@ -29,10 +29,10 @@ from transformers.masking_utils import create_causal_mask
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BaseModelOutput, BaseModelOutputWithPooling
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
-from transformers.utils import ModelOutput
-from transformers.utils.generic import can_return_tuple
-
-from groupvit.training.losses import group_diversity_loss, groupvit_loss
+from transformers.processing_utils import Unpack
+from transformers.utils import ModelOutput, TransformersKwargs
+from transformers.utils.generic import can_return_tuple, merge_with_config_defaults
+from transformers.utils.output_capturing import capture_outputs
 
 from .configuration_groupvit import GroupViTConfig, GroupViTTextConfig, GroupViTVisionConfig
 
@@ -46,7 +46,7 @@ class GroupViTModelOutput(ModelOutput):
     """Output of [`GroupViTModel`].
 
     Args:
-        loss: Total training loss `()`, when `return_loss=True`.
+        loss: Image-text contrastive loss `()`, when `return_loss=True`.
         logits_per_image: `(image_batch, text_batch)` scaled cosine similarities.
         logits_per_text: `(text_batch, image_batch)`, the transpose.
         segmentation_logits: `(image_batch, text_batch, height, width)` per-pixel text similarities, when
@@ -56,9 +56,6 @@ class GroupViTModelOutput(ModelOutput):
         text_model_output: Output of the text transformer.
         vision_model_output: Output of the vision transformer; its `attentions` are the soft grouping maps
             `(image_batch, num_output_groups, num_input_tokens)` of each grouping stage.
-        itc_loss: Image-text contrastive part of `loss`.
-        multi_label_loss: Multi-label (noun prompt) contrastive part of `loss`, when prompts were given.
-        group_diversity_loss: Anti-collapse term (unweighted), when `config.group_diversity_loss_weight > 0`.
     """
 
     loss: torch.FloatTensor | None = None
@@ -69,9 +66,6 @@ class GroupViTModelOutput(ModelOutput):
     image_embeds: torch.FloatTensor | None = None
     text_model_output: BaseModelOutputWithPooling | None = None
     vision_model_output: BaseModelOutputWithPooling | None = None
-    itc_loss: torch.FloatTensor | None = None
-    multi_label_loss: torch.FloatTensor | None = None
-    group_diversity_loss: torch.FloatTensor | None = None
 
     def to_tuple(self) -> tuple[Any, ...]:
         return tuple(v.to_tuple() if k in ("text_model_output", "vision_model_output") else v for k, v in self.items())
@@ -103,6 +97,71 @@ def assignment_probs(logits: torch.Tensor, dim: int, *, gumbel: bool, hard: bool
     return straight_through_one_hot(probs, dim) if hard else probs
 
 
+# --------------------------------------------------------------------------------------------------------------------
+# Temperature, grouping chain and the contrastive loss (one home each; the training losses import them)
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def clamped_logit_scale(logit_scale: torch.Tensor, max_value: float | None) -> torch.Tensor:
+    """`min(exp(logit_scale), max_value)` with the gradient kept (`max_value=None`: no clamp)."""
+    scale = logit_scale.exp()
+    return scale if max_value is None else scale.clamp(max=max_value)
+
+
+def chain_groupings(groupings: tuple[torch.Tensor, ...]) -> torch.Tensor:
+    """Multiply the stages' soft assignments through: `(batch, G1, N) ... (batch, Gk, G_{k-1})` -> `(batch, Gk, N)`."""
+    chained = groupings[0]
+    for grouping in groupings[1:]:
+        # (batch, Gk, G_{k-1}) @ (batch, G_{k-1}, N)
+        chained = grouping @ chained
+    return chained
+
+
+def distributed_rank_and_world_size() -> tuple[int, int]:
+    """`(rank, world_size)` of the default process group, `(0, 1)` when not distributed."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+def all_gather_with_grad(tensor: torch.Tensor) -> torch.Tensor:
+    """Concatenate `tensor` `(B, ...)` from every process along dim 0 -> `(W * B, ...)`, ordered by rank.
+
+    `torch.distributed.nn.functional.all_gather` sums the gradient of the gathered copies over processes in the
+    backward pass (as the original's `diffdist` gather): the gradient reaching a process' own rows is `W` times the
+    1-process gradient of the mean loss, which DDP's gradient averaging turns back into the 1-process gradient.
+    Identity when not distributed.
+    """
+    if distributed_rank_and_world_size()[1] == 1:
+        return tensor
+    from torch.distributed.nn.functional import all_gather
+
+    return torch.cat(all_gather(tensor.contiguous()), dim=0)
+
+
+def contrastive_loss(image_embeds: torch.Tensor, text_embeds: torch.Tensor, logit_scale: torch.Tensor) -> torch.Tensor:
+    """Symmetric InfoNCE of L2-normalised `(B, C)` embeddings, caption i belonging to image i.
+
+    Each process scores its own rows against the other modality gathered from every process, so the mean over
+    processes of this loss equals the loss of one process holding the whole batch.
+
+    Args:
+        image_embeds: `(B, C)` normalised image embeddings of this process.
+        text_embeds: `(B, C)` normalised caption embeddings of this process.
+        logit_scale: The scale already exponentiated and clamped (`clamped_logit_scale`).
+
+    Returns:
+        `0.5 * (CE(s * img @ txt_all^T) + CE(s * txt @ img_all^T))`.
+    """
+    rank, _ = distributed_rank_and_world_size()
+    logit_scale = logit_scale.to(image_embeds.dtype)
+    # (B, W * B) each
+    logits_per_image = logit_scale * image_embeds @ all_gather_with_grad(text_embeds).t()
+    logits_per_text = logit_scale * text_embeds @ all_gather_with_grad(image_embeds).t()
+    labels = torch.arange(image_embeds.shape[0], device=image_embeds.device) + image_embeds.shape[0] * rank
+    return 0.5 * (F.cross_entropy(logits_per_image, labels) + F.cross_entropy(logits_per_text, labels))
+
+
 class DropPath(nn.Module):
     """Stochastic depth: drops the whole residual branch of a sample with probability `drop_prob` in training."""
 
@@ -125,6 +184,11 @@ class DropPath(nn.Module):
 # --------------------------------------------------------------------------------------------------------------------
 # Embeddings
 # --------------------------------------------------------------------------------------------------------------------
+
+
+def _check_batch(tensor: torch.Tensor, name: str) -> None:
+    if tensor.shape[0] == 0:
+        raise ValueError(f"{name} is an empty batch (shape {tuple(tensor.shape)}): pass at least one example")
 
 
 def _pair(value: int | list[int] | tuple[int, int]) -> tuple[int, int]:
@@ -341,11 +405,11 @@ class GroupViTEncoderLayer(GradientCheckpointingLayer):
 
     def forward(
         self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = None, **kwargs: Any
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        attn_output, attn_weights = self.self_attn(self.layer_norm1(hidden_states), attention_mask, **kwargs)
+    ) -> torch.Tensor:
+        # the attention weights are recorded from `self_attn` by the output-capturing hooks (`_can_record_outputs`)
+        attn_output, _ = self.self_attn(self.layer_norm1(hidden_states), attention_mask, **kwargs)
         hidden_states = hidden_states + self.drop_path(attn_output)
-        hidden_states = hidden_states + self.drop_path(self.mlp(self.layer_norm2(hidden_states)))
-        return hidden_states, attn_weights
+        return hidden_states + self.drop_path(self.mlp(self.layer_norm2(hidden_states)))
 
 
 class GroupViTCrossAttentionLayer(nn.Module):
@@ -469,7 +533,7 @@ class GroupViTStage(nn.Module):
         """Returns the stage output, its group tokens after the layers (for the next stage) and the soft grouping."""
         if self.group_token is None:
             for layer in self.layers:
-                hidden_states = layer(hidden_states)[0]
+                hidden_states = layer(hidden_states)
             return hidden_states, None, None
 
         # (1, G, C) -> (batch, G, C)
@@ -480,7 +544,7 @@ class GroupViTStage(nn.Module):
         # (batch, N + G, C): image tokens first, group tokens last
         hidden_states = torch.cat([hidden_states, group_tokens], dim=1)
         for layer in self.layers:
-            hidden_states = layer(hidden_states)[0]
+            hidden_states = layer(hidden_states)
         image_tokens, group_tokens = hidden_states[:, :num_image_tokens], hidden_states[:, num_image_tokens:]
         segments, grouping = self.downsample(image_tokens, group_tokens)
         return segments, group_tokens, grouping
@@ -525,113 +589,18 @@ class GroupViTVisionEncoder(nn.Module):
 
 
 class GroupViTTextEncoder(nn.Module):
-    """Stack of causal transformer layers."""
+    """Stack of causal transformer layers (hidden states and attentions are recorded by the capturing hooks)."""
 
     def __init__(self, config: GroupViTTextConfig) -> None:
         super().__init__()
         self.layers = nn.ModuleList([GroupViTEncoderLayer(config) for _ in range(config.num_hidden_layers)])
 
     def forward(
-        self,
-        hidden_states: torch.Tensor,
-        attention_mask: torch.Tensor | None = None,
-        output_attentions: bool = False,
-        output_hidden_states: bool = False,
+        self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = None, **kwargs: Any
     ) -> BaseModelOutput:
-        all_hidden_states = () if output_hidden_states else None
-        all_attentions = () if output_attentions else None
         for layer in self.layers:
-            if output_hidden_states:
-                all_hidden_states += (hidden_states,)
-            hidden_states, weights = layer(hidden_states, attention_mask, is_causal=True)
-            if output_attentions:
-                all_attentions += (weights,)
-        if output_hidden_states:
-            all_hidden_states += (hidden_states,)
-        return BaseModelOutput(
-            last_hidden_state=hidden_states, hidden_states=all_hidden_states, attentions=all_attentions
-        )
-
-
-# --------------------------------------------------------------------------------------------------------------------
-# Towers
-# --------------------------------------------------------------------------------------------------------------------
-
-
-class GroupViTTextTransformer(nn.Module):
-    """CLIP text transformer: embeddings, causal layers, final LayerNorm, pooling at the end-of-text token."""
-
-    def __init__(self, config: GroupViTTextConfig) -> None:
-        super().__init__()
-        self.config = config
-        self.embeddings = GroupViTTextEmbeddings(config)
-        self.encoder = GroupViTTextEncoder(config)
-        self.final_layer_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
-
-    def forward(
-        self,
-        input_ids: torch.LongTensor,
-        attention_mask: torch.Tensor | None = None,
-        position_ids: torch.LongTensor | None = None,
-        output_attentions: bool = False,
-        output_hidden_states: bool = False,
-    ) -> BaseModelOutputWithPooling:
-        if input_ids is None:
-            raise ValueError("input_ids are required")
-        if input_ids.dtype not in (torch.int32, torch.int64):
-            raise TypeError(f"input_ids must be an integer tensor, got dtype {input_ids.dtype}")
-        input_ids = input_ids.view(-1, input_ids.shape[-1])
-        hidden_states = self.embeddings(input_ids, position_ids)
-        mask = create_causal_mask(
-            config=self.config, inputs_embeds=hidden_states, attention_mask=attention_mask, cache=None
-        )
-        encoder_outputs = self.encoder(hidden_states, mask, output_attentions, output_hidden_states)
-        last_hidden_state = self.final_layer_norm(encoder_outputs.last_hidden_state)
-
-        if self.config.eos_token_id == 2:
-            # legacy configs: CLIP's end-of-text token has the largest id, so pool at the argmax
-            eot_positions = input_ids.to(torch.int).argmax(dim=-1)
-        else:
-            # first end-of-text token (padding may use the same id)
-            eot_positions = (input_ids == self.config.eos_token_id).to(torch.int).argmax(dim=-1)
-        # (batch, hidden)
-        pooled = last_hidden_state[torch.arange(last_hidden_state.shape[0], device=input_ids.device), eot_positions]
-        return BaseModelOutputWithPooling(
-            last_hidden_state=last_hidden_state,
-            pooler_output=pooled,
-            hidden_states=encoder_outputs.hidden_states,
-            attentions=encoder_outputs.attentions,
-        )
-
-
-class GroupViTVisionTransformer(nn.Module):
-    """Embeddings, grouping stages, final LayerNorm, mean over the final segment tokens."""
-
-    def __init__(self, config: GroupViTVisionConfig) -> None:
-        super().__init__()
-        self.config = config
-        self.embeddings = GroupViTVisionEmbeddings(config)
-        self.encoder = GroupViTVisionEncoder(config)
-        self.layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
-
-    def forward(
-        self,
-        pixel_values: torch.Tensor,
-        output_hidden_states: bool = False,
-        interpolate_pos_encoding: bool | None = None,
-    ) -> BaseModelOutputWithPooling:
-        if pixel_values is None:
-            raise ValueError("pixel_values are required")
-        hidden_states = self.embeddings(pixel_values, interpolate_pos_encoding)
-        encoder_outputs = self.encoder(hidden_states, output_hidden_states)
-        # (batch, num_segments, hidden)
-        last_hidden_state = self.layernorm(encoder_outputs.last_hidden_state)
-        return BaseModelOutputWithPooling(
-            last_hidden_state=last_hidden_state,
-            pooler_output=last_hidden_state.mean(dim=1),
-            hidden_states=encoder_outputs.hidden_states,
-            attentions=encoder_outputs.attentions,
-        )
+            hidden_states = layer(hidden_states, attention_mask, **kwargs)
+        return BaseModelOutput(last_hidden_state=hidden_states)
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -649,6 +618,9 @@ class GroupViTPreTrainedModel(PreTrainedModel):
     _supports_sdpa = True
     _supports_flash_attn = True
     _no_split_modules = ["GroupViTEncoderLayer", "GroupViTTokenAssign"]
+    # the text tower records its outputs with hooks (transformers 5.x); the vision tower returns its grouping maps
+    # itself, as they are not the output of any one module call
+    _can_record_outputs = {"hidden_states": GroupViTEncoderLayer, "attentions": GroupViTAttention}
 
     def _init_weights(self, module: nn.Module) -> None:
         """Original GroupViT init: Linears trunc-normal(.02), then CLIP's scheme for the text tower.
@@ -689,8 +661,133 @@ class GroupViTPreTrainedModel(PreTrainedModel):
                 init.zeros_(module.group_token)
         elif isinstance(module, GroupViTModel):
             init.constant_(module.logit_scale, self.config.logit_scale_init_value)
-            if module.multi_label_logit_scale is not None:
-                init.constant_(module.multi_label_logit_scale, self.config.logit_scale_init_value)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Towers
+# --------------------------------------------------------------------------------------------------------------------
+
+
+class GroupViTTextTransformer(GroupViTPreTrainedModel):
+    """CLIP text transformer: embeddings, causal layers, final LayerNorm, pooling at the end-of-text token.
+
+    A `PreTrainedModel`, as in transformers, so that `capture_outputs` records its hidden states and attentions.
+    """
+
+    config: GroupViTTextConfig
+
+    def __init__(self, config: GroupViTTextConfig) -> None:
+        super().__init__(config)
+        self.embeddings = GroupViTTextEmbeddings(config)
+        self.encoder = GroupViTTextEncoder(config)
+        self.final_layer_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        # no `post_init()` here: the owning model's initialises every tower in one pass, so a seed gives the
+        # same weights as when this tower was a plain module
+
+    @merge_with_config_defaults
+    @capture_outputs(tie_last_hidden_states=False)
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        **kwargs: Unpack[TransformersKwargs],
+    ) -> BaseModelOutputWithPooling:
+        if input_ids is None:
+            raise ValueError("input_ids are required")
+        if input_ids.dtype not in (torch.int32, torch.int64):
+            raise TypeError(f"input_ids must be an integer tensor, got dtype {input_ids.dtype}")
+        input_ids = input_ids.view(-1, input_ids.shape[-1])
+        _check_batch(input_ids, "input_ids")
+        # a data-dependent check: eager only (a compiled or exported graph would break on it)
+        tracing = torch.compiler.is_compiling() or torch.jit.is_tracing()
+        if not tracing and input_ids.numel() and (input_ids.min() < 0 or input_ids.max() >= self.config.vocab_size):
+            raise ValueError(
+                f"input_ids must be in [0, vocab_size={self.config.vocab_size}), got values in "
+                f"[{int(input_ids.min())}, {int(input_ids.max())}]"
+            )
+        hidden_states = self.embeddings(input_ids, position_ids)
+        mask = create_causal_mask(
+            config=self.config, inputs_embeds=hidden_states, attention_mask=attention_mask, cache=None
+        )
+        kwargs.pop("is_causal", None)
+        encoder_outputs = self.encoder(hidden_states, mask, is_causal=True, **kwargs)
+        last_hidden_state = self.final_layer_norm(encoder_outputs.last_hidden_state)
+
+        if self.config.eos_token_id == 2:
+            # legacy configs: CLIP's end-of-text token has the largest id, so pool at the argmax
+            eot_positions = input_ids.to(torch.int).argmax(dim=-1)
+        else:
+            # first end-of-text token (padding may use the same id)
+            eot_positions = (input_ids == self.config.eos_token_id).to(torch.int).argmax(dim=-1)
+        # (batch, hidden)
+        pooled = last_hidden_state[torch.arange(last_hidden_state.shape[0], device=input_ids.device), eot_positions]
+        return BaseModelOutputWithPooling(last_hidden_state=last_hidden_state, pooler_output=pooled)
+
+
+class GroupViTVisionTransformer(nn.Module):
+    """Embeddings, grouping stages, final LayerNorm, mean over the final segment tokens."""
+
+    def __init__(self, config: GroupViTVisionConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.embeddings = GroupViTVisionEmbeddings(config)
+        self.encoder = GroupViTVisionEncoder(config)
+        self.layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+
+    def forward(
+        self,
+        pixel_values: torch.Tensor | None = None,
+        output_hidden_states: bool = False,
+        interpolate_pos_encoding: bool | None = None,
+    ) -> BaseModelOutputWithPooling:
+        """`attentions` are always the soft grouping maps of each grouping stage (they cost nothing extra): the
+        segmenter and ONNX export read them. The public models apply `output_attentions` (`_vision_outputs`)."""
+        if pixel_values is None:
+            raise ValueError("pixel_values are required")
+        _check_batch(pixel_values, "pixel_values")
+        hidden_states = self.embeddings(pixel_values, interpolate_pos_encoding)
+        encoder_outputs = self.encoder(hidden_states, output_hidden_states)
+        # (batch, num_segments, hidden)
+        last_hidden_state = self.layernorm(encoder_outputs.last_hidden_state)
+        return BaseModelOutputWithPooling(
+            last_hidden_state=last_hidden_state,
+            pooler_output=last_hidden_state.mean(dim=1),
+            hidden_states=encoder_outputs.hidden_states,
+            attentions=encoder_outputs.attentions,
+        )
+
+
+def _vision_outputs(
+    tower: GroupViTVisionTransformer,
+    pixel_values: torch.Tensor | None,
+    output_attentions: bool | None,
+    output_hidden_states: bool | None,
+    interpolate_pos_encoding: bool | None,
+) -> BaseModelOutputWithPooling:
+    """The vision tower as the public models return it: `None` flags read the tower's config (as transformers
+    does), and the grouping maps are kept only when `output_attentions`."""
+    outputs = tower(
+        pixel_values, _flag(output_hidden_states, tower.config.output_hidden_states), interpolate_pos_encoding
+    )
+    if not _flag(output_attentions, tower.config.output_attentions):
+        outputs.attentions = None
+    return outputs
+
+
+_KNOWN_KWARGS = frozenset(TransformersKwargs.__annotations__) | {"return_dict"}
+
+
+def _check_kwargs(kwargs: dict[str, Any], where: str) -> None:
+    """Accept transformers' shared keyword arguments, as the built-in does, and name anything else."""
+    unknown = sorted(set(kwargs) - _KNOWN_KWARGS)
+    if unknown:
+        raise TypeError(f"{where} got unexpected keyword argument(s) {unknown}")
+
+
+def _flag(value: bool | None, default: bool | None) -> bool:
+    """A call argument wins over the config value, as in transformers."""
+    return bool(default if value is None else value)
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -725,22 +822,16 @@ class GroupViTTextModel(GroupViTPreTrainedModel):
     def set_input_embeddings(self, value: nn.Module) -> None:
         self.text_model.embeddings.token_embedding = value
 
-    @can_return_tuple
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.LongTensor | None = None,
-        output_attentions: bool | None = None,
-        output_hidden_states: bool | None = None,
+        **kwargs: Unpack[TransformersKwargs],
     ) -> BaseModelOutputWithPooling:
-        return self.text_model(
-            input_ids,
-            attention_mask,
-            position_ids,
-            output_attentions=bool(output_attentions),
-            output_hidden_states=bool(output_hidden_states),
-        )
+        """Text tower output; `output_attentions`/`output_hidden_states`/`return_dict` default to the config."""
+        _check_kwargs(kwargs, "GroupViTTextModel.forward")
+        return self.text_model(input_ids, attention_mask, position_ids, **kwargs)
 
 
 class GroupViTVisionModel(GroupViTPreTrainedModel):
@@ -751,7 +842,7 @@ class GroupViTVisionModel(GroupViTPreTrainedModel):
         >>> import torch
         >>> from groupvit import GroupViTConfig, GroupViTVisionModel
         >>> model = GroupViTVisionModel(GroupViTConfig.from_preset("groupvit-tiny").vision_config).eval()
-        >>> out = model(torch.randn(1, 3, 32, 32))
+        >>> out = model(torch.randn(1, 3, 32, 32), output_attentions=True)
         >>> out.last_hidden_state.shape, [a.shape for a in out.attentions]
         (torch.Size([1, 4, 32]), [torch.Size([1, 8, 64]), torch.Size([1, 4, 8])])
         ```
@@ -760,6 +851,7 @@ class GroupViTVisionModel(GroupViTPreTrainedModel):
     config: GroupViTVisionConfig
     main_input_name = "pixel_values"
     input_modalities = ("image",)
+    _can_record_outputs = {}
 
     def __init__(self, config: GroupViTVisionConfig) -> None:
         super().__init__(config)
@@ -776,11 +868,13 @@ class GroupViTVisionModel(GroupViTPreTrainedModel):
         output_attentions: bool | None = None,
         output_hidden_states: bool | None = None,
         interpolate_pos_encoding: bool | None = None,
+        **kwargs: Unpack[TransformersKwargs],
     ) -> BaseModelOutputWithPooling:
-        outputs = self.vision_model(pixel_values, bool(output_hidden_states), interpolate_pos_encoding)
-        if not output_attentions:
-            outputs.attentions = None
-        return outputs
+        """Vision tower output; `None` flags (and `return_dict`) read the config."""
+        _check_kwargs(kwargs, "GroupViTVisionModel.forward")
+        return _vision_outputs(
+            self.vision_model, pixel_values, output_attentions, output_hidden_states, interpolate_pos_encoding
+        )
 
 
 def _projection_head(in_dim: int, hidden_dim: int, out_dim: int) -> nn.Sequential:
@@ -791,15 +885,6 @@ def _projection_head(in_dim: int, hidden_dim: int, out_dim: int) -> nn.Sequentia
         nn.ReLU(inplace=True),
         nn.Linear(hidden_dim, out_dim),
     )
-
-
-def chain_groupings(groupings: tuple[torch.Tensor, ...]) -> torch.Tensor:
-    """Multiply the stages' soft assignments through: `(batch, G1, N) ... (batch, Gk, G_{k-1})` -> `(batch, Gk, N)`."""
-    chained = groupings[0]
-    for grouping in groupings[1:]:
-        # (batch, Gk, G_{k-1}) @ (batch, G_{k-1}, N)
-        chained = grouping @ chained
-    return chained
 
 
 class GroupViTModel(GroupViTPreTrainedModel):
@@ -818,7 +903,8 @@ class GroupViTModel(GroupViTPreTrainedModel):
     """
 
     config: GroupViTConfig
-    _keys_to_ignore_on_load_missing = ["multi_label_logit_scale"]
+    # checkpoints of earlier versions carry the multi-label temperature, now a parameter of the training loss
+    _keys_to_ignore_on_load_unexpected = [r"^multi_label_logit_scale$"]
 
     def __init__(self, config: GroupViTConfig) -> None:
         super().__init__(config)
@@ -833,9 +919,6 @@ class GroupViTModel(GroupViTPreTrainedModel):
             text_config.hidden_size, config.projection_intermediate_dim, config.projection_dim
         )
         self.logit_scale = nn.Parameter(torch.tensor(config.logit_scale_init_value))
-        self.multi_label_logit_scale = (
-            nn.Parameter(torch.tensor(config.logit_scale_init_value)) if config.multi_label_loss_weight > 0 else None
-        )
         # the towers read the attention implementation from their sub-configs, which `PreTrainedModel.__init__`
         # leaves unset when it picks the default (sdpa) for the top-level config
         for sub_config in (text_config, vision_config):
@@ -845,7 +928,7 @@ class GroupViTModel(GroupViTPreTrainedModel):
 
     def scaled(self, logit_scale: torch.Tensor) -> torch.Tensor:
         """`exp(logit_scale)` clamped at `config.logit_scale_max`."""
-        return logit_scale.exp().clamp(max=self.config.logit_scale_max)
+        return clamped_logit_scale(logit_scale, self.config.logit_scale_max)
 
     @can_return_tuple
     def get_text_features(
@@ -853,18 +936,28 @@ class GroupViTModel(GroupViTPreTrainedModel):
         input_ids: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.Tensor | None = None,
+        **kwargs: Unpack[TransformersKwargs],
     ) -> BaseModelOutputWithPooling:
         """Text tower output whose `pooler_output` is the projected (not normalised) embedding `(batch, proj)`."""
-        outputs = self.text_model(input_ids, attention_mask, position_ids)
+        _check_kwargs(kwargs, "get_text_features")
+        outputs = self.text_model(input_ids, attention_mask, position_ids, return_dict=True, **kwargs)
         outputs.pooler_output = self.text_projection(outputs.pooler_output)
         return outputs
 
     @can_return_tuple
     def get_image_features(
-        self, pixel_values: torch.Tensor, interpolate_pos_encoding: bool | None = None
+        self,
+        pixel_values: torch.Tensor,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        interpolate_pos_encoding: bool | None = None,
+        **kwargs: Unpack[TransformersKwargs],
     ) -> BaseModelOutputWithPooling:
         """Vision tower output whose `pooler_output` is the projected (not normalised) embedding `(batch, proj)`."""
-        outputs = self.vision_model(pixel_values, interpolate_pos_encoding=interpolate_pos_encoding)
+        _check_kwargs(kwargs, "get_image_features")
+        outputs = _vision_outputs(
+            self.vision_model, pixel_values, output_attentions, output_hidden_states, interpolate_pos_encoding
+        )
         outputs.pooler_output = self.visual_projection(outputs.pooler_output)
         return outputs
 
@@ -884,10 +977,8 @@ class GroupViTModel(GroupViTPreTrainedModel):
         output_attentions: bool | None = None,
         output_hidden_states: bool | None = None,
         output_segmentation: bool | None = None,
-        prompt_input_ids: torch.LongTensor | None = None,
-        prompt_attention_mask: torch.Tensor | None = None,
-        prompt_noun_ids: torch.LongTensor | None = None,
         interpolate_pos_encoding: bool | None = None,
+        **kwargs: Unpack[TransformersKwargs],
     ) -> GroupViTModelOutput:
         r"""Embed images and texts and score every pair.
 
@@ -897,137 +988,71 @@ class GroupViTModel(GroupViTPreTrainedModel):
             attention_mask: `(text_batch, length)` padding mask (does not change the pooled embedding: the causal
                 mask already hides the padding that follows the end-of-text token).
             position_ids: Optional text position ids.
-            return_loss: Compute the paper's training loss (requires `text_batch == image_batch`; caption i belongs to
-                image i).
-            output_attentions: Return the text self-attention weights and the grouping maps.
-            output_hidden_states: Return every layer's hidden states.
-            output_segmentation: Return `segmentation_logits` `(image_batch, text_batch, H, W)`.
-            prompt_input_ids: `(image_batch, K, length)` noun prompts for the multi-label loss (used with
-                `return_loss`; they are encoded together with the captions, as in the original).
-            prompt_attention_mask: `(image_batch, K, length)` padding mask of the prompts.
-            prompt_noun_ids: `(image_batch, K)` noun ids of the prompts (-1 for padding), for
-                `config.multi_label_target="semantic"`.
+            return_loss: Compute the image-text contrastive loss (requires `text_batch == image_batch`; caption i
+                belongs to image i), gathered over processes when distributed.
+            output_attentions: Return the text self-attention weights and the grouping maps (default: config).
+            output_hidden_states: Return every layer's hidden states (default: config).
+            output_segmentation: Return `segmentation_logits` `(image_batch, text_batch, H, W)` (default: config).
             interpolate_pos_encoding: Resize the position embedding to the input size (None: when it differs).
 
         Returns:
             [`GroupViTModelOutput`].
         """
-        output_segmentation = (
-            output_segmentation if output_segmentation is not None else self.config.output_segmentation
-        )
-        output_attentions = bool(output_attentions or output_segmentation)
-        output_hidden_states = bool(output_hidden_states)
+        _check_kwargs(kwargs, "GroupViTModel.forward")
         if input_ids is None or pixel_values is None:
             raise ValueError("GroupViTModel.forward needs both input_ids and pixel_values")
-        num_texts = input_ids.shape[0]
-
-        text_ids, text_mask = input_ids, attention_mask
-        if return_loss and prompt_input_ids is not None:
-            text_ids, text_mask = self._append_prompts(
-                input_ids, attention_mask, prompt_input_ids, prompt_attention_mask
+        output_segmentation = _flag(output_segmentation, self.config.output_segmentation)
+        text_attentions = _flag(output_attentions, self.config.output_attentions)
+        # segmentation reads the grouping maps, which are then returned too (as the built-in does); the text
+        # attentions are recorded only when asked for (recording installs hooks, a graph break under torch.compile)
+        output_attentions = text_attentions or output_segmentation
+        output_hidden_states = _flag(output_hidden_states, self.config.output_hidden_states)
+        if output_segmentation and not any(self.config.vision_config.num_group_tokens):
+            raise ValueError(
+                "output_segmentation=True needs a grouping stage, but vision_config.num_group_tokens is "
+                f"{self.config.vision_config.num_group_tokens}"
+            )
+        if return_loss and input_ids.shape[0] != pixel_values.shape[0]:
+            raise ValueError(
+                f"return_loss=True pairs caption i with image i, but got {input_ids.shape[0]} texts and "
+                f"{pixel_values.shape[0]} images"
             )
 
-        vision_outputs = self.vision_model(pixel_values, output_hidden_states, interpolate_pos_encoding)
-        text_outputs = self.text_model(text_ids, text_mask, position_ids, output_attentions, output_hidden_states)
-
-        image_embeds = self.visual_projection(vision_outputs.pooler_output)
-        all_text_embeds = self.text_projection(text_outputs.pooler_output)
-        text_embeds = all_text_embeds[:num_texts]
-
-        image_embeds_n = F.normalize(image_embeds, dim=-1)
-        text_embeds_n = F.normalize(text_embeds, dim=-1)
+        vision_outputs = _vision_outputs(
+            self.vision_model, pixel_values, output_attentions, output_hidden_states, interpolate_pos_encoding
+        )
+        text_outputs = self.text_model(
+            input_ids,
+            attention_mask,
+            position_ids,
+            output_attentions=text_attentions,
+            output_hidden_states=output_hidden_states,
+            return_dict=True,
+            **kwargs,
+        )
+        image_embeds = F.normalize(self.visual_projection(vision_outputs.pooler_output), dim=-1)
+        text_embeds = F.normalize(self.text_projection(text_outputs.pooler_output), dim=-1)
         logit_scale = self.scaled(self.logit_scale)
         # (text_batch, image_batch)
-        logits_per_text = text_embeds_n @ image_embeds_n.t() * logit_scale
+        logits_per_text = text_embeds @ image_embeds.t() * logit_scale
         logits_per_image = logits_per_text.t()
 
         segmentation_logits = None
         if output_segmentation:
             segmentation_logits = self._segmentation_logits(
-                vision_outputs, text_embeds_n, logit_scale, pixel_values.shape[-2:]
+                vision_outputs, text_embeds, logit_scale, pixel_values.shape[-2:]
             )
-
-        loss = itc_loss = multi_label_loss = diversity_loss = None
-        if return_loss:
-            prompt_embeds = None
-            if prompt_input_ids is not None:
-                # (image_batch * K, proj) -> (image_batch, K, proj)
-                prompt_embeds = all_text_embeds[num_texts:].reshape(num_texts, prompt_input_ids.shape[1], -1)
-            group_embeds = None
-            if prompt_embeds is not None and self.config.multi_label_group_pooling == "max":
-                # (image_batch, groups, proj)
-                group_embeds = self.get_group_embeddings(vision_outputs.last_hidden_state)
-            losses = groupvit_loss(
-                image_embeds,
-                text_embeds,
-                self.logit_scale,
-                prompt_embeds=prompt_embeds,
-                multi_label_logit_scale=self.multi_label_logit_scale,
-                multi_label_weight=self.config.multi_label_loss_weight,
-                multi_label_image_embeds=group_embeds,
-                multi_label_target=self.config.multi_label_target,
-                noun_ids=prompt_noun_ids if self.config.multi_label_target == "semantic" else None,
-                max_logit_scale=self.config.logit_scale_max,
-            )
-            loss, itc_loss, multi_label_loss = losses.loss, losses.itc_loss, losses.multi_label_loss
-            if self.config.group_diversity_loss_weight > 0 and vision_outputs.attentions:
-                diversity_loss = group_diversity_loss(
-                    vision_outputs.attentions,
-                    self.config.group_diversity_marginal,
-                    self.config.group_diversity_usage,
-                )
-                loss = loss + self.config.group_diversity_loss_weight * diversity_loss
-
-        if not output_attentions:
-            vision_outputs.attentions = None
-        if output_segmentation or not output_attentions:
-            text_outputs.attentions = text_outputs.attentions if output_attentions else None
-        if text_ids is not input_ids:
-            text_outputs = BaseModelOutputWithPooling(
-                last_hidden_state=text_outputs.last_hidden_state[:num_texts],
-                pooler_output=text_outputs.pooler_output[:num_texts],
-            )
+        loss = contrastive_loss(image_embeds, text_embeds, logit_scale) if return_loss else None
         return GroupViTModelOutput(
             loss=loss,
             logits_per_image=logits_per_image,
             logits_per_text=logits_per_text,
             segmentation_logits=segmentation_logits,
-            text_embeds=text_embeds_n,
-            image_embeds=image_embeds_n,
+            text_embeds=text_embeds,
+            image_embeds=image_embeds,
             text_model_output=text_outputs,
             vision_model_output=vision_outputs,
-            itc_loss=itc_loss,
-            multi_label_loss=multi_label_loss,
-            group_diversity_loss=diversity_loss,
         )
-
-    def _append_prompts(
-        self,
-        input_ids: torch.Tensor,
-        attention_mask: torch.Tensor | None,
-        prompt_input_ids: torch.Tensor,
-        prompt_attention_mask: torch.Tensor | None,
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Stack captions `(B, L)` and prompts `(B, K, L')` into one text batch `(B + B*K, max(L, L'))`."""
-        if prompt_input_ids.ndim != 3 or prompt_input_ids.shape[0] != input_ids.shape[0]:
-            raise ValueError(
-                f"prompt_input_ids must have shape (batch={input_ids.shape[0]}, K, length), "
-                f"got {tuple(prompt_input_ids.shape)}"
-            )
-        prompts = prompt_input_ids.reshape(-1, prompt_input_ids.shape[-1])
-        prompt_mask = None if prompt_attention_mask is None else prompt_attention_mask.reshape(prompts.shape)
-        length = max(input_ids.shape[1], prompts.shape[1])
-        pad_id = self.config.text_config.eos_token_id
-        pad_id = pad_id if isinstance(pad_id, int) else 0
-
-        def pad(ids: torch.Tensor, mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-            mask = torch.ones_like(ids) if mask is None else mask
-            extra = length - ids.shape[1]
-            return F.pad(ids, (0, extra), value=pad_id), F.pad(mask, (0, extra), value=0)
-
-        ids_a, mask_a = pad(input_ids, attention_mask)
-        ids_b, mask_b = pad(prompts, prompt_mask)
-        return torch.cat([ids_a, ids_b]), torch.cat([mask_a, mask_b])
 
     def _segmentation_logits(
         self,
@@ -1068,6 +1093,9 @@ def resize_grouping(grouping: torch.Tensor, image_size: tuple[int, int]) -> torc
 
 __all__ = [
     "GroupViTModel",
+    "all_gather_with_grad",
+    "clamped_logit_scale",
+    "contrastive_loss",
     "GroupViTModelOutput",
     "GroupViTPreTrainedModel",
     "GroupViTTextModel",

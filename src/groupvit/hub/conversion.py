@@ -269,7 +269,7 @@ def convert_original_state_dict(
     Renames every tensor per the table in the module source, splits the vision blocks' fused `qkv` and the text
     blocks' `in_proj_*` in row thirds into `q_proj`/`k_proj`/`v_proj`, squeezes the projection heads' `Conv1d` weights
     from `(out, in, 1)` to `(out, in)`, and carries the BatchNorm running statistics. `multi_label_logit_scale` is
-    kept when `config.multi_label_loss_weight > 0` (our model then has that parameter) and dropped otherwise.
+    dropped: the multi-label temperature belongs to the training loss (`groupvit.training.losses`), not the model.
 
     Args:
         original: The original state dict, or a training checkpoint holding it under `"model"`; keys may carry a
@@ -296,8 +296,8 @@ def convert_original_state_dict(
         for new_key, new_tensor in pairs:
             converted[new_key] = new_tensor.detach().clone().contiguous()
 
-    if "multi_label_logit_scale" in converted and config.multi_label_loss_weight <= 0:
-        logger.info("Dropping multi_label_logit_scale: the target configuration has no multi-label loss.")
+    if "multi_label_logit_scale" in converted:
+        logger.info("Dropping multi_label_logit_scale: the multi-label temperature is part of the training loss.")
         del converted["multi_label_logit_scale"]
 
     if unmapped and not check:
@@ -312,13 +312,7 @@ def convert_original_state_dict(
             if key in converted and tuple(converted[key].shape) != shape
         ]
         if unmapped or missing or unexpected or mismatched:
-            hint = ""
-            if missing == {"multi_label_logit_scale"}:
-                hint = (
-                    "The checkpoint has no multi_label_logit_scale (it was trained without the multi-label loss, like "
-                    "the GCC+RedCaps release): use a configuration with multi_label_loss_weight=0."
-                )
-            raise ConversionError(unmapped, missing, unexpected, mismatched, hint=hint)
+            raise ConversionError(unmapped, missing, unexpected, mismatched)
     return converted
 
 
@@ -360,8 +354,9 @@ def config_from_original(model_cfg: Mapping[str, Any], **overrides: Any) -> Grou
     children): `img_encoder` (`embed_dim`, `embed_factors`, `depths`, `num_heads`, `num_group_tokens`,
     `num_output_groups`, `patch_size`, `img_size`, `in_chans`, `mlp_ratio`, `drop_rate`, `attn_drop_rate`,
     `drop_path_rate`, `hard_assignment`, `qkv_bias`, `patch_norm`), `text_encoder` (`width`, `layers`,
-    `context_length`, `vocab_size`), `output_dim`, `proj_num_layers`, `contrast_temperature`, `multi_label` and
-    `multi_label_loss_weight`. Missing entries take the original code's defaults (GroupViT-S).
+    `context_length`, `vocab_size`), `output_dim`, `proj_num_layers` and `contrast_temperature`. Missing entries
+    take the original code's defaults (GroupViT-S); `multi_label` and `multi_label_loss_weight` are training
+    settings (the run configuration's `loss:` block), not part of the model configuration.
 
     The original hard-codes what its yaml cannot set, and so does this function: text heads = `width // 64`, MLP
     ratio 4 in the text blocks and the grouping blocks' cross-attention, projection heads 2 layers with 4096 hidden
@@ -443,7 +438,6 @@ def config_from_original(model_cfg: Mapping[str, Any], **overrides: Any) -> Grou
         "vocab_size": int(get(text, "vocab_size", 49408)),
     }
 
-    multi_label = int(get(model, "multi_label", 0))
     temperature = float(get(model, "contrast_temperature", 0.07))
     values: dict[str, Any] = {
         "vision_config": vision_config,
@@ -451,7 +445,6 @@ def config_from_original(model_cfg: Mapping[str, Any], **overrides: Any) -> Grou
         "projection_dim": int(get(model, "output_dim", 256)),
         "projection_intermediate_dim": 4096,
         "logit_scale_init_value": math.log(1.0 / temperature),
-        "multi_label_loss_weight": float(get(model, "multi_label_loss_weight", 1.0)) if multi_label > 0 else 0.0,
     }
     values.update(overrides)
     return GroupViTConfig(**values)

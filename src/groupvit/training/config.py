@@ -1,12 +1,15 @@
 """The run configuration of a pretraining run: data, optimisation, loss settings, checkpoints, Hub push.
 
-A run file is YAML or JSON with the fields of `TrainingConfig` (the `data:` block holds `DataArguments`);
+A run file is YAML or JSON with the fields of `TrainingConfig` (the `data:` block holds `DataArguments`, the `loss:`
+block `LossArguments`: the objective lives here, not in the model config that is saved with every checkpoint);
 `load_training_config` reads one and applies dotted overrides, `validate_config` checks every field before a step runs.
 """
 
 import dataclasses
 import json
+import math
 import os
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -69,6 +72,28 @@ class DataArguments:
 
 
 @dataclass
+class LossArguments:
+    """The training objective (`groupvit.training.losses.GroupViTPretrainingLoss`); the ITC term always has weight 1.
+
+    Args:
+        multi_label_weight: Weight of the paper's multi-label contrastive loss (0, or `data.num_prompt_nouns=0`,
+            turns it off).
+        multi_label_target: `"instance"` (paper: a prompt is positive only for its own image) or `"semantic"` (also
+            for every image whose caption has the same noun).
+        multi_label_group_pooling: `"mean"` (paper: prompts are matched against the image embedding) or `"max"`
+            (against the best-matching projected segment token, which trains the embeddings segmentation reads).
+        multi_label_logit_scale_init: Initial raw temperature of the multi-label loss (ln(1/0.07), as the model's).
+        group_diversity_weight: Weight of the anti-collapse term (not in the paper; 0 disables it).
+    """
+
+    multi_label_weight: float = 1.0
+    multi_label_target: Literal["instance", "semantic"] = "instance"
+    multi_label_group_pooling: Literal["mean", "max"] = "mean"
+    multi_label_logit_scale_init: float = 2.6592
+    group_diversity_weight: float = 0.0
+
+
+@dataclass
 class TrainingConfig:
     """A pretraining run. Defaults are the paper's GroupViT-S recipe (per-device batch 256, 16 GPUs).
 
@@ -78,6 +103,7 @@ class TrainingConfig:
         model_overrides: Config fields to override (`{"vision_config": {"depths": [...]}}`).
         init_from: Start from a pretrained directory or Hub id instead of random weights.
         data: `DataArguments`.
+        loss: `LossArguments`.
         per_device_train_batch_size: Batch per process and micro-step.
         gradient_accumulation_steps: Micro-steps per optimizer step.
         max_steps: Optimizer steps of the whole run.
@@ -93,7 +119,6 @@ class TrainingConfig:
         mixed_precision: `"no"`, `"bf16"` or `"fp16"`.
         gradient_checkpointing: Recompute activations in the backward pass.
         torch_compile: Compile the model with `torch.compile`.
-        multi_label_target: `"instance"` (paper) or `"semantic"` targets of the multi-label loss.
         seed: Seed of the model init, data order and augmentation.
         logging_steps: Log every N optimizer steps.
         checkpointing_steps: Save an Accelerate state every N steps (0: never).
@@ -113,6 +138,7 @@ class TrainingConfig:
     model_overrides: dict[str, Any] = field(default_factory=dict)
     init_from: str | None = None
     data: DataArguments = field(default_factory=DataArguments)
+    loss: LossArguments = field(default_factory=LossArguments)
     per_device_train_batch_size: int = 256
     gradient_accumulation_steps: int = 1
     max_steps: int = 30 * 6998
@@ -128,7 +154,6 @@ class TrainingConfig:
     mixed_precision: Literal["no", "bf16", "fp16"] = "no"
     gradient_checkpointing: bool = False
     torch_compile: bool = False
-    multi_label_target: Literal["instance", "semantic"] = "instance"
     seed: int = 0
     logging_steps: int = 10
     checkpointing_steps: int = 1000
@@ -147,11 +172,13 @@ class TrainingConfig:
         """Build from a nested dict (a YAML/JSON file), rejecting unknown keys by name."""
         values = dict(values)
         data = values.pop("data", {}) or {}
+        loss = values.pop("loss", {}) or {}
         _check_keys(cls, values, "")
         _check_keys(DataArguments, data, "data.")
+        _check_keys(LossArguments, loss, "loss.")
         if "crop_scale" in data:
             data["crop_scale"] = tuple(data["crop_scale"])
-        return cls(**values, data=DataArguments(**data))
+        return cls(**values, data=DataArguments(**data), loss=LossArguments(**loss))
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -162,6 +189,13 @@ def _check_keys(cls: type, values: dict[str, Any], prefix: str) -> None:
     unknown = sorted(set(values) - known)
     if unknown:
         raise ValueError(f"Unknown training config key(s) {[prefix + k for k in unknown]}; known: {sorted(known)}")
+
+
+def _check_literals(instance: Any, prefix: str) -> None:
+    """Every `Literal`-typed field of a dataclass holds one of its values."""
+    for name, hint in typing.get_type_hints(type(instance)).items():
+        if typing.get_origin(hint) is Literal and getattr(instance, name) not in typing.get_args(hint):
+            raise ValueError(f"{prefix}{name} must be one of {typing.get_args(hint)}, got {getattr(instance, name)!r}")
 
 
 def load_training_config(path: str | None, overrides: dict[str, Any] | None = None) -> TrainingConfig:
@@ -194,8 +228,12 @@ def validate_config(config: TrainingConfig, num_processes: int = 1) -> None:
     for name in positive:
         if getattr(config, name) <= 0:
             raise ValueError(f"{name} must be positive, got {getattr(config, name)}")
-    if config.mixed_precision not in ("no", "bf16", "fp16"):
-        raise ValueError(f"mixed_precision must be 'no', 'bf16' or 'fp16', got {config.mixed_precision!r}")
+    for instance, prefix in ((config, ""), (config.data, "data."), (config.loss, "loss.")):
+        _check_literals(instance, prefix)
+    for name in ("multi_label_weight", "group_diversity_weight"):
+        value = getattr(config.loss, name)
+        if not math.isfinite(value) or value < 0:
+            raise ValueError(f"loss.{name} must be finite and >= 0, got {value!r}")
     data = config.data
     if data.source == "webdataset":
         if not data.train_shards:

@@ -1,152 +1,59 @@
-"""Training losses for GroupViT: image-text contrastive (ITC) and multi-label contrastive losses.
+"""The pretraining objective: a loss module built from the run configuration, with named, weighted terms.
 
-This module follows ``models/multi_label_contrastive.py`` of the original NVlabs/GroupViT code base:
+`GroupViTPretrainingLoss` holds the terms of the paper's objective (and the demo's anti-collapse term):
 
-* **ITC loss** -- a symmetric InfoNCE loss between L2-normalised image and text embeddings. In distributed training,
-  each rank compares its *local* rows against the embeddings of the other modality gathered from *all* ranks with a
-  differentiable all-gather, i.e. logits have shape ``(B, W * B)`` and the target of local row ``i`` is
-  ``B * rank + i``.
-* **Multi-label contrastive loss** -- each caption additionally yields ``K`` prompted noun texts
-  (e.g. ``"a photo of a dog."``). Image -> text logits have shape ``(B, W * B * K)`` with a soft target of ``1 / K``
-  on the image's own ``K`` prompts; text -> image logits have shape ``(B * K, W * B)`` with a one-hot target on the
-  prompt's own image. Both directions use :func:`soft_target_cross_entropy`.
+* ``itc`` -- the image-text contrastive loss, computed by the model's own `contrastive_loss` with the model's
+  `logit_scale` (`groupvit.modeling_groupvit`, the one home of the cross-process gather and the clamped scale);
+* ``multi_label`` -- the multi-label contrastive loss of ``models/multi_label_contrastive.py`` in NVlabs/GroupViT:
+  each caption also yields ``K`` prompted nouns ("a photo of a dog."), encoded in the same text batch as the
+  captions; its learnable temperature is a parameter of this module (optimised, saved in the Accelerate state);
+* ``group_diversity`` -- not in the paper: see :func:`group_diversity_loss`.
 
-Gradient convention (distributed)
----------------------------------
-Let ``W`` be the world size, ``B`` the per-rank batch size, and ``L`` the loss of a single process that holds the
-full concatenated batch of ``W * B`` samples (each loss term is a *mean* over its rows). Every rank ``r`` computes
-``L_r`` -- the same loss restricted to its local rows, still a mean over those rows, against the gathered columns.
-Because all ranks hold the same number of rows, ``mean_r(L_r) == L`` exactly.
+A term is an ``nn.Module`` whose ``forward(inputs: LossInputs)`` returns a scalar; `add_term(name, module, weight)`
+registers a new one (its parameters then train and checkpoint with the others). `LossInputs` carries what the terms
+read from a training step: normalised image and caption embeddings, projected prompt embeddings, lazily the projected
+group embeddings, the grouping maps and the batch.
 
-:func:`all_gather_with_grad` backpropagates by **summing** (``all_reduce(SUM)``) the gradient w.r.t. the gathered
-tensor over ranks and returning this rank's slice. Hence the gradient that arrives at rank ``r``'s local embeddings
-is ``sum_r' dL_r'/dx_r = W * dL/dx_r``: **the per-rank embedding gradient is ``W`` times the 1-process gradient of
-the mean loss**. This is exactly what is needed with ``DistributedDataParallel`` (which *averages* parameter
-gradients over ranks): the gradient of any encoder parameter ``theta`` after DDP averaging is
-``(1 / W) * sum_r (W * dL/dx_r) * dx_r/dtheta = dL/dtheta`` -- identical to single-process training on the full
-batch. Replicated parameters that enter the loss directly (the logit scales) receive ``dL_r/dscale`` on each rank,
-and DDP's average gives ``dL/dscale`` as well. (This is the same convention as the ``diffdist`` all-gather used by
-the original code, and as ``torch.distributed.nn.functional.all_gather``.) If you do *not* average gradients across
-ranks (e.g. manual gradient summation), divide the loss by ``W`` instead.
-
-Note that a plain, non-differentiable :func:`torch.distributed.all_gather` would drop the ``r' != r`` terms of the
-sum above, so the gradient would no longer match single-process training.
+Distributed gradients: image-text and multi-label terms gather the other modality from every process with
+`all_gather_with_grad` (`torch.distributed.nn.functional.all_gather`), whose backward sums over processes: the
+per-process gradient of a process' own embeddings is ``W`` times the 1-process gradient of the mean loss, which DDP's
+averaging of parameter gradients turns back into the exact 1-process gradient. The loss module's own parameters are
+not under DDP: the trainer averages their gradients over processes (`average_gradients`).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Literal
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = [
-    "AllGatherWithGrad",
-    "GroupViTLoss",
-    "GroupViTLossOutput",
-    "all_gather_with_grad",
-    "get_rank_and_world_size",
-    "groupvit_loss",
-    "image_text_contrastive_loss",
-    "multi_label_contrastive_loss",
-    "soft_target_cross_entropy",
-]
+from groupvit import modeling_groupvit as modeling
+
+if TYPE_CHECKING:
+    from groupvit.modeling_groupvit import GroupViTModel, GroupViTModelOutput
+    from groupvit.training.config import LossArguments
 
 MultiLabelTarget = Literal["instance", "semantic"]
 
 DEFAULT_MAX_LOGIT_SCALE = 100.0
 
 
-# --------------------------------------------------------------------------------------------------------------------
-# Distributed helpers
-# --------------------------------------------------------------------------------------------------------------------
-def get_rank_and_world_size() -> tuple[int, int]:
-    """Returns ``(rank, world_size)`` of the default process group, or ``(0, 1)`` when not distributed.
-
-    Returns:
-        Tuple ``(rank, world_size)``.
-    """
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
-class AllGatherWithGrad(torch.autograd.Function):
-    """Differentiable all-gather along dim 0 (requires the same shape on every rank).
-
-    Forward: ``all_gather`` into a list and concatenate -> ``(W * B, ...)``.
-    Backward: ``all_reduce(SUM)`` of the incoming gradient (so each rank receives the gradient of *every* rank's loss
-    w.r.t. its own rows), then return this rank's slice. See the module docstring for the resulting convention.
-    """
-
-    @staticmethod
-    def forward(ctx, tensor: torch.Tensor) -> torch.Tensor:
-        world_size = dist.get_world_size()
-        ctx.rank = dist.get_rank()
-        ctx.batch_size = tensor.shape[0]
-        tensor = tensor.contiguous()
-        gathered = [torch.empty_like(tensor) for _ in range(world_size)]
-        dist.all_gather(gathered, tensor)
-        return torch.cat(gathered, dim=0)  # (world_size * batch, ...)
-
-    @staticmethod
-    def backward(ctx, grad_output: torch.Tensor) -> torch.Tensor:
-        grad = grad_output.contiguous().clone()  # never modify autograd's buffer in place
-        dist.all_reduce(grad, op=dist.ReduceOp.SUM)
-        start = ctx.rank * ctx.batch_size
-        return grad[start : start + ctx.batch_size]  # (batch, ...)
-
-
-def all_gather_with_grad(tensor: torch.Tensor) -> torch.Tensor:
-    """Differentiably all-gathers ``tensor`` along dim 0 from every rank.
-
-    Every rank must pass a tensor of the same shape. The result is ordered by rank, so rows
-    ``[rank * B, (rank + 1) * B)`` are this rank's own input. Gradients follow the convention documented in the module
-    docstring: the gradient w.r.t. the local input is the *sum over ranks* of the gradients w.r.t. its gathered copy
-    (``W`` times the 1-process gradient of the mean loss; DDP's gradient averaging then restores the exact 1-process
-    parameter gradient).
-
-    Args:
-        tensor: Local tensor of shape ``(B, ...)``.
-
-    Returns:
-        ``(W * B, ...)`` tensor, or ``tensor`` itself when ``torch.distributed`` is not initialised or ``W == 1``.
-    """
-    _, world_size = get_rank_and_world_size()
-    if world_size == 1:
-        return tensor
-    return AllGatherWithGrad.apply(tensor)
-
-
-def _all_gather_no_grad(tensor: torch.Tensor) -> torch.Tensor:
-    """Non-differentiable all-gather along dim 0 (for labels / ids). Identity when not distributed."""
-    _, world_size = get_rank_and_world_size()
-    if world_size == 1:
-        return tensor
-    tensor = tensor.contiguous()
-    gathered = [torch.empty_like(tensor) for _ in range(world_size)]
-    dist.all_gather(gathered, tensor)
-    return torch.cat(gathered, dim=0)
+def _scale(logit_scale: torch.Tensor | float, max_logit_scale: float | None, like: torch.Tensor) -> torch.Tensor:
+    """`clamped_logit_scale` as a tensor on ``like``'s device/dtype (gradient kept)."""
+    if not torch.is_tensor(logit_scale):
+        logit_scale = torch.tensor(float(logit_scale))
+    return modeling.clamped_logit_scale(logit_scale.to(device=like.device, dtype=like.dtype), max_logit_scale)
 
 
 # --------------------------------------------------------------------------------------------------------------------
 # Loss primitives
 # --------------------------------------------------------------------------------------------------------------------
-def _scale(logit_scale: torch.Tensor | float, max_logit_scale: float | None, like: torch.Tensor) -> torch.Tensor:
-    """``min(exp(logit_scale), max_logit_scale)`` as a tensor on ``like``'s device/dtype (gradient kept)."""
-    if not torch.is_tensor(logit_scale):
-        logit_scale = torch.tensor(float(logit_scale))
-    scale = logit_scale.to(device=like.device, dtype=like.dtype).exp()
-    if max_logit_scale is not None:
-        scale = torch.clamp(scale, max=max_logit_scale)
-    return scale
-
-
 def soft_target_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Cross-entropy with soft (probability) targets, as ``timm``'s ``SoftTargetCrossEntropy``.
 
@@ -167,42 +74,22 @@ def image_text_contrastive_loss(
     image_embeds: torch.Tensor,
     text_embeds: torch.Tensor,
     logit_scale: torch.Tensor | float,
-    gather: bool = True,
     max_logit_scale: float | None = DEFAULT_MAX_LOGIT_SCALE,
 ) -> torch.Tensor:
-    """Symmetric image-text InfoNCE loss with cross-rank negatives.
-
-    Embeddings are L2-normalised inside (passing already normalised embeddings is fine). With ``gather=True`` and an
-    initialised process group of size ``W``, the other modality is gathered from all ranks with
-    :func:`all_gather_with_grad`; each rank computes the loss over its local rows (see module docstring for the
-    gradient convention).
+    """`modeling_groupvit.contrastive_loss` of un-normalised embeddings and a raw (log-space) temperature.
 
     Args:
-        image_embeds: ``(B, C)`` image embeddings of this rank.
-        text_embeds: ``(B, C)`` text embeddings of this rank (row ``i`` is the caption of image ``i``).
-        logit_scale: Raw (log-space) temperature parameter; the scale is ``min(exp(logit_scale), max_logit_scale)``.
-        gather: Gather negatives across ranks (ignored when not distributed).
+        image_embeds: ``(B, C)`` image embeddings of this process (normalised inside).
+        text_embeds: ``(B, C)`` caption embeddings of this process (row ``i`` belongs to image ``i``).
+        logit_scale: Raw temperature; the scale is ``min(exp(logit_scale), max_logit_scale)``.
         max_logit_scale: Upper clamp of ``exp(logit_scale)``; ``None`` disables clamping.
 
     Returns:
-        Scalar ``0.5 * (CE(s * img @ txt_all^T) + CE(s * txt @ img_all^T))``.
+        Scalar symmetric InfoNCE loss against the other modality gathered from every process.
     """
-    image_embeds = F.normalize(image_embeds, dim=-1)  # (B, C)
-    text_embeds = F.normalize(text_embeds, dim=-1)  # (B, C)
-    rank, world_size = get_rank_and_world_size() if gather else (0, 1)
-    if world_size > 1:
-        all_image = all_gather_with_grad(image_embeds)  # (W * B, C)
-        all_text = all_gather_with_grad(text_embeds)  # (W * B, C)
-    else:
-        all_image, all_text = image_embeds, text_embeds
-
-    scale = _scale(logit_scale, max_logit_scale, image_embeds)
-    logits_per_image = scale * image_embeds @ all_text.t()  # (B, W * B)
-    logits_per_text = scale * text_embeds @ all_image.t()  # (B, W * B)
-
-    batch_size = image_embeds.shape[0]
-    labels = torch.arange(batch_size, device=image_embeds.device) + batch_size * rank  # (B,)
-    return 0.5 * (F.cross_entropy(logits_per_image, labels) + F.cross_entropy(logits_per_text, labels))
+    image_embeds = F.normalize(image_embeds, dim=-1)
+    text_embeds = F.normalize(text_embeds, dim=-1)
+    return modeling.contrastive_loss(image_embeds, text_embeds, _scale(logit_scale, max_logit_scale, image_embeds))
 
 
 def _multi_label_targets(
@@ -236,7 +123,7 @@ def _multi_label_targets(
         if noun_ids.shape != (batch_size, num_prompts):
             raise ValueError(f"`noun_ids` must have shape {(batch_size, num_prompts)}, got {tuple(noun_ids.shape)}.")
         noun_ids = noun_ids.to(device=device, dtype=torch.long)  # (B, K)
-        all_noun_ids = _all_gather_no_grad(noun_ids) if world_size > 1 else noun_ids  # (W * B, K)
+        all_noun_ids = modeling.all_gather_with_grad(noun_ids) if world_size > 1 else noun_ids  # (W * B, K)
         valid_local = noun_ids >= 0  # (B, K)
         valid_all = all_noun_ids >= 0  # (W * B, K)
         # Image -> prompt: prompt (j, l) positive for image i if it is one of i's own prompts, or its (valid) noun
@@ -284,7 +171,7 @@ def multi_label_contrastive_loss(
           sum 1 per row. A noun id of ``-1`` (padding prompt) is only positive for its own image. Useful when there
           are few distinct nouns, where the instance target creates many false negatives.
 
-    Group pooling (non-default, ``GroupViTConfig.multi_label_group_pooling="max"``): with ``image_embeds`` of shape
+    Group pooling (non-default, ``LossArguments.multi_label_group_pooling="max"``): with ``image_embeds`` of shape
     ``(B, G, C)`` (the projected segment tokens), the image-prompt similarity is the maximum over the image's groups,
     so every noun has to be matched by one group rather than by the mean of all of them.
 
@@ -312,10 +199,10 @@ def multi_label_contrastive_loss(
 
     image_embeds = F.normalize(image_embeds, dim=-1)  # (B, C) or (B, G, C)
     text_embeds = F.normalize(prompt_embeds, dim=-1).reshape(batch_size * num_prompts, -1)  # (B * K, C)
-    rank, world_size = get_rank_and_world_size() if gather else (0, 1)
+    rank, world_size = modeling.distributed_rank_and_world_size() if gather else (0, 1)
     if world_size > 1:
-        all_image = all_gather_with_grad(image_embeds)  # (W * B, C) or (W * B, G, C)
-        all_text = all_gather_with_grad(text_embeds)  # (W * B * K, C)
+        all_image = modeling.all_gather_with_grad(image_embeds)  # (W * B, C) or (W * B, G, C)
+        all_text = modeling.all_gather_with_grad(text_embeds)  # (W * B * K, C)
     else:
         all_image, all_text = image_embeds, text_embeds
 
@@ -336,31 +223,7 @@ def multi_label_contrastive_loss(
     return 0.5 * (loss_image + loss_text)
 
 
-# --------------------------------------------------------------------------------------------------------------------
-# Total loss
-# --------------------------------------------------------------------------------------------------------------------
-@dataclass
-class GroupViTLossOutput:
-    """Output of :func:`groupvit_loss` / :class:`GroupViTLoss`.
-
-    Attributes:
-        loss: Total loss ``itc_loss + multi_label_weight * multi_label_loss``.
-        itc_loss: Image-text contrastive loss.
-        multi_label_loss: Unweighted multi-label contrastive loss (``None`` when no prompts were given).
-    """
-
-    loss: torch.Tensor
-    itc_loss: torch.Tensor
-    multi_label_loss: torch.Tensor | None = None
-
-    def to_dict(self) -> dict[str, torch.Tensor]:
-        """Returns the non-``None`` fields as a dict."""
-        return {k: v for k, v in vars(self).items() if v is not None}
-
-
-def group_diversity_loss(
-    groupings: Sequence[torch.Tensor], marginal: str = "image", usage: str = "entropy"
-) -> torch.Tensor:
+def group_diversity_loss(groupings: Sequence[torch.Tensor]) -> torch.Tensor:
     """Anti-collapse regulariser, not in the paper: the (normalised) negative mutual information of tokens and groups.
 
     At small scale the image-level contrastive losses are satisfied by a single group that averages the whole image
@@ -370,153 +233,280 @@ def group_diversity_loss(
     group confidently (low entropy of its own assignment), as in IIC (Ji et al., 2019):
     `1 - H(mean_n p_n) / log G + mean_n H(p_n) / log G`, in [0, 2] (0: balanced and confident).
 
-    With ``marginal="batch"`` the usage is the mean over the whole batch instead of per image (IIC's marginal over
-    the data), so the groups must be used evenly overall but one image may use few of them.
-
-    With ``usage="kl"`` the usage term is ``KL(uniform || usage) / log G = (-mean_g log usage_g - log G) / log G``
-    instead of ``1 - H(usage) / log G``: both are 0 for even usage, but the entropy's gradient vanishes once the
-    assignment has saturated onto one group, while ``-log usage_g`` keeps pulling unused groups back (unbounded).
+    Two variants lost on the demo (`docs/experiments.md`) and were removed: usage over the batch instead of per
+    image, and `KL(uniform || usage)` instead of the entropy.
 
     Args:
         groupings: Per stage, the soft assignment ``(B, G, N)`` (each column sums to 1 over the ``G`` groups).
-        marginal: ``"image"`` or ``"batch"``.
-        usage: ``"entropy"`` or ``"kl"``.
 
     Returns:
         Scalar loss, averaged over images and stages.
     """
     if not groupings:
         raise ValueError("group_diversity_loss needs at least one grouping stage")
-    if marginal not in ("image", "batch"):
-        raise ValueError(f'`marginal` must be "image" or "batch", got {marginal!r}')
-    if usage not in ("entropy", "kl"):
-        raise ValueError(f'`usage` must be "entropy" or "kl", got {usage!r}')
     losses = []
     for soft in groupings:
         soft = soft.float()
         log_groups = math.log(soft.shape[1])
-        # (B, G) share of each image's tokens per group, or (1, G) over the batch
-        shares = soft.mean(dim=-1) if marginal == "image" else soft.mean(dim=(0, -1))[None]
-        log_shares = shares.clamp_min(1e-12).log()
-        if usage == "entropy":
-            usage_term = 1.0 + (shares * log_shares).sum(dim=-1) / log_groups  # (B,) or (1,)
-        else:
-            usage_term = (-log_shares.mean(dim=-1) - log_groups) / log_groups
+        # (B, G) share of each image's tokens per group
+        shares = soft.mean(dim=-1)
+        usage_term = 1.0 + (shares * shares.clamp_min(1e-12).log()).sum(dim=-1) / log_groups  # (B,)
         token_entropy = -(soft * soft.clamp_min(1e-12).log()).sum(dim=1).mean(dim=-1)  # (B,)
         losses.append(usage_term + token_entropy / log_groups)
     return torch.stack(losses).mean()
 
 
-def groupvit_loss(
-    image_embeds: torch.Tensor,
-    text_embeds: torch.Tensor,
-    logit_scale: torch.Tensor | float,
-    prompt_embeds: torch.Tensor | None = None,
-    multi_label_logit_scale: torch.Tensor | float | None = None,
-    multi_label_weight: float = 1.0,
-    multi_label_image_embeds: torch.Tensor | None = None,
-    multi_label_target: MultiLabelTarget = "instance",
-    noun_ids: torch.Tensor | None = None,
-    gather: bool = True,
-    max_logit_scale: float | None = DEFAULT_MAX_LOGIT_SCALE,
-) -> GroupViTLossOutput:
-    """Total GroupViT training loss ``L_ITC + w * L_multi``.
-
-    Args:
-        image_embeds: ``(B, C)`` image embeddings (normalised inside).
-        text_embeds: ``(B, C)`` caption embeddings (normalised inside).
-        logit_scale: Raw ITC log-scale.
-        prompt_embeds: ``(B, K, C)`` prompted noun embeddings; ``None`` (or ``K == 0``) disables the multi-label term.
-        multi_label_logit_scale: Raw multi-label log-scale; required when the multi-label term is on.
-        multi_label_weight: Weight ``w`` of the multi-label term.
-        multi_label_image_embeds: Optional separate ``(B, C)`` image (or ``(B, G, C)`` group) embeddings for the
-            multi-label term (defaults to ``image_embeds``).
-        multi_label_target: ``"instance"`` (paper) or ``"semantic"``; see :func:`multi_label_contrastive_loss`.
-        noun_ids: ``(B, K)`` noun ids for ``"semantic"`` targets.
-        gather: Gather across ranks when distributed.
-        max_logit_scale: Clamp for both ``exp(logit_scale)`` values.
-
-    Returns:
-        :class:`GroupViTLossOutput`.
-    """
-    itc = image_text_contrastive_loss(
-        image_embeds, text_embeds, logit_scale, gather=gather, max_logit_scale=max_logit_scale
-    )
-    if prompt_embeds is None or prompt_embeds.shape[1] == 0:
-        return GroupViTLossOutput(loss=itc, itc_loss=itc, multi_label_loss=None)
-    if multi_label_logit_scale is None:
-        raise ValueError("`multi_label_logit_scale` is required when `prompt_embeds` is given.")
-    multi = multi_label_contrastive_loss(
-        image_embeds if multi_label_image_embeds is None else multi_label_image_embeds,
-        prompt_embeds,
-        multi_label_logit_scale,
-        gather=gather,
-        target=multi_label_target,
-        noun_ids=noun_ids,
-        max_logit_scale=max_logit_scale,
-    )
-    return GroupViTLossOutput(loss=itc + multi_label_weight * multi, itc_loss=itc, multi_label_loss=multi)
+# --------------------------------------------------------------------------------------------------------------------
+# The loss module
+# --------------------------------------------------------------------------------------------------------------------
 
 
-class GroupViTLoss(nn.Module):
-    """GroupViT training loss owning the multi-label logit scale.
+@dataclass
+class LossInputs:
+    """What the loss terms read from one training step.
 
-    The ITC ``logit_scale`` normally lives in the model (e.g. ``GroupViTModel.logit_scale``) and is passed to
-    :meth:`forward`; the multi-label scale ``multi_label_logit_scale`` (init ``ln(1 / 0.07)``) is a parameter of this
-    module, as in the original code. Make sure this module's parameters are included in the optimiser (and in DDP,
-    e.g. by registering it as a submodule of the wrapped model).
-
-    Args:
-        multi_label_weight: Weight ``w`` of the multi-label term.
-        multi_label_target: ``"instance"`` (paper) or ``"semantic"``.
-        init_multi_label_logit_scale: Initial value of the raw multi-label log-scale.
-        max_logit_scale: Clamp of ``exp(scale)``.
-        gather: Gather negatives across ranks when distributed.
+    Attributes:
+        model: The (unwrapped) model, for its temperature and `get_group_embeddings`.
+        outputs: The model output on the stacked text batch (captions first, then the prompts).
+        batch: The collated batch (`prompt_noun_ids` etc.).
+        num_captions: Number of captions ``B`` at the head of the text batch.
     """
 
-    def __init__(
-        self,
-        multi_label_weight: float = 1.0,
-        multi_label_target: MultiLabelTarget = "instance",
-        init_multi_label_logit_scale: float = math.log(1 / 0.07),
-        max_logit_scale: float | None = DEFAULT_MAX_LOGIT_SCALE,
-        gather: bool = True,
-    ) -> None:
+    model: GroupViTModel
+    outputs: GroupViTModelOutput
+    batch: Mapping[str, Any]
+    num_captions: int
+
+    @property
+    def image_embeds(self) -> torch.Tensor:
+        """``(B, C)`` normalised image embeddings."""
+        return self.outputs.image_embeds
+
+    @property
+    def text_embeds(self) -> torch.Tensor:
+        """``(B, C)`` normalised caption embeddings."""
+        return self.outputs.text_embeds[: self.num_captions]
+
+    @property
+    def prompt_embeds(self) -> torch.Tensor | None:
+        """``(B, K, C)`` normalised prompt embeddings, or None when the batch has no prompts."""
+        prompts = self.batch.get("prompt_input_ids")
+        if prompts is None or prompts.shape[1] == 0:
+            return None
+        # (B * K, C) -> (B, K, C)
+        return self.outputs.text_embeds[self.num_captions :].reshape(self.num_captions, prompts.shape[1], -1)
+
+    @cached_property
+    def group_embeds(self) -> torch.Tensor:
+        """``(B, G, C)`` projected final segment tokens (not normalised), computed once per step."""
+        return self.model.get_group_embeddings(self.outputs.vision_model_output.last_hidden_state)
+
+    @property
+    def groupings(self) -> tuple[torch.Tensor, ...]:
+        """Per grouping stage the soft assignment ``(B, G, N)``."""
+        groupings = self.outputs.vision_model_output.attentions
+        if not groupings:
+            raise ValueError("this loss term needs the grouping maps: run the model with output_attentions=True")
+        return groupings
+
+
+class ImageTextContrastiveTerm(nn.Module):
+    """The model's image-text contrastive loss with the model's temperature."""
+
+    needs_groupings = False
+
+    def forward(self, inputs: LossInputs) -> torch.Tensor:
+        scale = inputs.model.scaled(inputs.model.logit_scale).to(inputs.image_embeds.dtype)
+        return modeling.contrastive_loss(inputs.image_embeds, inputs.text_embeds, scale)
+
+
+class MultiLabelContrastiveTerm(nn.Module):
+    """The paper's multi-label loss with its own learnable temperature (see `multi_label_contrastive_loss`).
+
+    Args:
+        target: `"instance"` (paper) or `"semantic"` (uses the batch's `prompt_noun_ids`).
+        group_pooling: `"mean"` (paper: prompts against the image embedding) or `"max"` (against the best group).
+        init_logit_scale: Initial raw temperature (the original's ln(1/0.07), rounded as in the Hub configs).
+    """
+
+    needs_groupings = False
+
+    def __init__(self, target: MultiLabelTarget, group_pooling: Literal["mean", "max"], init_logit_scale: float):
         super().__init__()
-        if multi_label_target not in ("instance", "semantic"):
-            raise ValueError(f'`multi_label_target` must be "instance" or "semantic", got {multi_label_target!r}.')
-        self.multi_label_weight = multi_label_weight
-        self.multi_label_target = multi_label_target
-        self.max_logit_scale = max_logit_scale
-        self.gather = gather
-        self.multi_label_logit_scale = nn.Parameter(torch.tensor(float(init_multi_label_logit_scale)))
+        self.target = target
+        self.group_pooling = group_pooling
+        self.logit_scale = nn.Parameter(torch.tensor(float(init_logit_scale)))
 
-    def forward(
-        self,
-        image_embeds: torch.Tensor,
-        text_embeds: torch.Tensor,
-        logit_scale: torch.Tensor | float,
-        prompt_embeds: torch.Tensor | None = None,
-        noun_ids: torch.Tensor | None = None,
-        multi_label_image_embeds: torch.Tensor | None = None,
-    ) -> GroupViTLossOutput:
-        """Computes the total loss; see :func:`groupvit_loss` for the arguments."""
-        return groupvit_loss(
+    def forward(self, inputs: LossInputs) -> torch.Tensor:
+        prompt_embeds = inputs.prompt_embeds
+        if prompt_embeds is None:
+            raise ValueError("the multi_label loss term needs prompt_input_ids in the batch (data.num_prompt_nouns)")
+        image_embeds = inputs.group_embeds if self.group_pooling == "max" else inputs.image_embeds
+        return multi_label_contrastive_loss(
             image_embeds,
-            text_embeds,
-            logit_scale,
-            prompt_embeds=prompt_embeds,
-            multi_label_logit_scale=self.multi_label_logit_scale,
-            multi_label_weight=self.multi_label_weight,
-            multi_label_image_embeds=multi_label_image_embeds,
-            multi_label_target=self.multi_label_target,
-            noun_ids=noun_ids,
-            gather=self.gather,
-            max_logit_scale=self.max_logit_scale,
+            prompt_embeds,
+            self.logit_scale,
+            target=self.target,
+            noun_ids=inputs.batch.get("prompt_noun_ids") if self.target == "semantic" else None,
+            max_logit_scale=inputs.model.config.logit_scale_max,
         )
 
     def extra_repr(self) -> str:
-        return (
-            f"multi_label_weight={self.multi_label_weight}, multi_label_target={self.multi_label_target!r}, "
-            f"max_logit_scale={self.max_logit_scale}, gather={self.gather}"
+        return f"target={self.target!r}, group_pooling={self.group_pooling!r}"
+
+
+class GroupDiversityTerm(nn.Module):
+    """`group_diversity_loss` of the step's grouping maps."""
+
+    needs_groupings = True
+
+    def forward(self, inputs: LossInputs) -> torch.Tensor:
+        return group_diversity_loss(inputs.groupings)
+
+
+@dataclass
+class PretrainingLossOutput:
+    """Output of `GroupViTPretrainingLoss`.
+
+    Attributes:
+        loss: The weighted sum of the terms `()`.
+        terms: Each term's unweighted value, by name (`"itc"`, `"multi_label"`, ...).
+    """
+
+    loss: torch.Tensor
+    terms: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+class GroupViTPretrainingLoss(nn.Module):
+    """The pretraining objective: a weighted sum of named terms.
+
+    Example:
+        ```python
+        >>> loss_fn = GroupViTPretrainingLoss()
+        >>> loss_fn.add_term("itc", ImageTextContrastiveTerm(), 1.0)
+        >>> loss_fn.add_term("group_diversity", GroupDiversityTerm(), 0.5)
+        >>> sorted(loss_fn.weights.items())
+        [('group_diversity', 0.5), ('itc', 1.0)]
+        ```
+
+    Args:
+        pad_token_id: Padding id used when captions and prompts of different lengths are stacked.
+    """
+
+    def __init__(self, pad_token_id: int = 0) -> None:
+        super().__init__()
+        self.pad_token_id = pad_token_id
+        self.terms = nn.ModuleDict()
+        self.weights: dict[str, float] = {}
+
+    @classmethod
+    def from_arguments(
+        cls, arguments: LossArguments, num_prompt_nouns: int, pad_token_id: int = 0
+    ) -> GroupViTPretrainingLoss:
+        """The run configuration's objective: ITC, the multi-label term when prompts are drawn, the diversity term.
+
+        Args:
+            arguments: The run's `loss:` block.
+            num_prompt_nouns: Prompts per caption (`data.num_prompt_nouns`); 0 turns the multi-label term off.
+            pad_token_id: See the class.
+        """
+        loss = cls(pad_token_id)
+        loss.add_term("itc", ImageTextContrastiveTerm(), 1.0)
+        if arguments.multi_label_weight > 0 and num_prompt_nouns > 0:
+            term = MultiLabelContrastiveTerm(
+                arguments.multi_label_target,
+                arguments.multi_label_group_pooling,
+                arguments.multi_label_logit_scale_init,
+            )
+            loss.add_term("multi_label", term, arguments.multi_label_weight)
+        if arguments.group_diversity_weight > 0:
+            loss.add_term("group_diversity", GroupDiversityTerm(), arguments.group_diversity_weight)
+        return loss
+
+    def add_term(self, name: str, term: nn.Module, weight: float) -> None:
+        """Register a term: `term(inputs: LossInputs)` returns a scalar, added to the loss times `weight`."""
+        if name in self.terms:
+            raise ValueError(f"a loss term named {name!r} is already registered")
+        if not math.isfinite(weight) or weight < 0:
+            raise ValueError(f"the weight of loss term {name!r} must be finite and >= 0, got {weight!r}")
+        self.terms[name] = term
+        self.weights[name] = float(weight)
+
+    @property
+    def needs_groupings(self) -> bool:
+        return any(getattr(term, "needs_groupings", False) for term in self.terms.values())
+
+    def model_inputs(self, batch: Mapping[str, Any], output_attentions: bool = False) -> dict[str, Any]:
+        """The model's keyword arguments for a training batch: captions and noun prompts in one text batch.
+
+        As in the original, the prompts `(B, K, L')` are encoded together with the captions `(B, L)`, so the text
+        head's BatchNorm sees them in the same batch: `(B + B*K, max(L, L'))`, padded with `pad_token_id`.
+        """
+        inputs = {"pixel_values": batch["pixel_values"], "input_ids": batch["input_ids"]}
+        inputs["attention_mask"] = batch.get("attention_mask")
+        prompts = batch.get("prompt_input_ids") if "multi_label" in self.terms else None
+        if prompts is not None and prompts.shape[1] > 0:
+            inputs["input_ids"], inputs["attention_mask"] = stack_prompts(
+                batch["input_ids"],
+                batch.get("attention_mask"),
+                prompts,
+                batch.get("prompt_attention_mask"),
+                self.pad_token_id,
+            )
+        inputs["output_attentions"] = output_attentions or self.needs_groupings
+        return inputs
+
+    def forward(
+        self, model: GroupViTModel, outputs: GroupViTModelOutput, batch: Mapping[str, Any]
+    ) -> PretrainingLossOutput:
+        """Every registered term on one step's model output (the model called with `model_inputs(batch)`)."""
+        inputs = LossInputs(model, outputs, batch, num_captions=batch["input_ids"].shape[0])
+        terms = {name: term(inputs) for name, term in self.terms.items()}
+        loss = sum(self.weights[name] * value for name, value in terms.items())
+        return PretrainingLossOutput(loss=loss, terms=terms)
+
+    def extra_repr(self) -> str:
+        return f"weights={self.weights}"
+
+
+def stack_prompts(
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    prompt_input_ids: torch.Tensor,
+    prompt_attention_mask: torch.Tensor | None,
+    pad_token_id: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stack captions `(B, L)` and prompts `(B, K, L')` into one text batch `(B + B*K, max(L, L'))`."""
+    if prompt_input_ids.ndim != 3 or prompt_input_ids.shape[0] != input_ids.shape[0]:
+        raise ValueError(
+            f"prompt_input_ids must have shape (batch={input_ids.shape[0]}, K, length), "
+            f"got {tuple(prompt_input_ids.shape)}"
         )
+    # (B, K, L') -> (B * K, L')
+    prompts = prompt_input_ids.reshape(-1, prompt_input_ids.shape[-1])
+    prompt_mask = None if prompt_attention_mask is None else prompt_attention_mask.reshape(prompts.shape)
+    length = max(input_ids.shape[1], prompts.shape[1])
+
+    def pad(ids: torch.Tensor, mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        mask = torch.ones_like(ids) if mask is None else mask
+        extra = length - ids.shape[1]
+        return F.pad(ids, (0, extra), value=pad_token_id), F.pad(mask, (0, extra), value=0)
+
+    ids_a, mask_a = pad(input_ids, attention_mask)
+    ids_b, mask_b = pad(prompts, prompt_mask)
+    return torch.cat([ids_a, ids_b]), torch.cat([mask_a, mask_b])
+
+
+__all__ = [
+    "GroupDiversityTerm",
+    "GroupViTPretrainingLoss",
+    "ImageTextContrastiveTerm",
+    "LossInputs",
+    "MultiLabelContrastiveTerm",
+    "PretrainingLossOutput",
+    "group_diversity_loss",
+    "image_text_contrastive_loss",
+    "multi_label_contrastive_loss",
+    "soft_target_cross_entropy",
+    "stack_prompts",
+]

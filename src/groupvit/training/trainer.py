@@ -14,6 +14,7 @@ Decisions, where the paper and the original code leave room:
   stays per-process BatchNorm.
 """
 
+import itertools
 import json
 import logging
 import os
@@ -47,21 +48,45 @@ from groupvit.training.config import (
     load_training_config,
     validate_config,
 )
+from groupvit.training.losses import GroupViTPretrainingLoss
 
 logger = logging.getLogger(__name__)
 
 
+LOSS_STATE = "training_loss.safetensors"
+
+
 def build_model(config: TrainingConfig) -> GroupViTModel:
-    """A fresh model from the preset (or the pretrained weights of `init_from`) with the run's loss settings."""
-    overrides = dict(config.model_overrides)
-    overrides.setdefault("multi_label_target", config.multi_label_target)
-    if config.data.num_prompt_nouns == 0:
-        overrides.setdefault("multi_label_loss_weight", 0.0)
+    """A fresh model from the preset, or the pretrained weights of `init_from`, with `model_overrides` applied."""
     if config.init_from:
-        # the run's loss settings apply to the pretrained model too (architecture overrides must match its weights)
-        model_config = GroupViTConfig.from_pretrained(config.init_from).with_overrides(**overrides)
+        # architecture overrides (e.g. `vision_config.gumbel`) must match the pretrained weights
+        model_config = GroupViTConfig.from_pretrained(config.init_from).with_overrides(**config.model_overrides)
         return GroupViTModel.from_pretrained(config.init_from, config=model_config)
-    return GroupViTModel(GroupViTConfig.from_preset(config.model_preset, **overrides))
+    return GroupViTModel(GroupViTConfig.from_preset(config.model_preset, **config.model_overrides))
+
+
+def build_loss(config: TrainingConfig, model: GroupViTModel) -> GroupViTPretrainingLoss:
+    """The run's objective; with `init_from`, its learned temperatures continue from the pretrained run.
+
+    The loss state of a run of this package is `training_loss.safetensors` beside the model; older checkpoints kept
+    the multi-label temperature in the model weights as `multi_label_logit_scale`.
+    """
+    pad_id = model.config.text_config.eos_token_id
+    loss = GroupViTPretrainingLoss.from_arguments(
+        config.loss, config.data.num_prompt_nouns, pad_id if isinstance(pad_id, int) else 0
+    )
+    folder = Path(config.init_from) if config.init_from else None
+    if folder is None or not folder.is_dir() or "multi_label" not in loss.terms:
+        return loss
+    from safetensors.torch import load_file
+
+    if (folder / LOSS_STATE).exists():
+        loss.load_state_dict(load_file(folder / LOSS_STATE))
+    elif (folder / "model.safetensors").exists():
+        legacy = load_file(folder / "model.safetensors").get("multi_label_logit_scale")
+        if legacy is not None:
+            loss.terms["multi_label"].logit_scale.data.copy_(legacy)
+    return loss
 
 
 def build_train_stream(config: TrainingConfig, processor: GroupViTProcessor) -> tuple[ImageTextStream, Any]:
@@ -93,10 +118,11 @@ def build_train_stream(config: TrainingConfig, processor: GroupViTProcessor) -> 
     return stream, collator
 
 
-def parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    """AdamW groups as in the original: no decay for 1-D parameters and biases."""
+def parameter_groups(model: torch.nn.Module, weight_decay: float, *others: torch.nn.Module) -> list[dict[str, Any]]:
+    """AdamW groups as in the original: no decay for 1-D parameters and biases (of `model` and then `others`)."""
     decay, no_decay = [], []
-    for name, param in model.named_parameters():
+    named = itertools.chain(model.named_parameters(), *(other.named_parameters() for other in others))
+    for name, param in named:
         if not param.requires_grad:
             continue
         (no_decay if param.ndim == 1 or name.endswith(".bias") else decay).append(param)
@@ -195,6 +221,7 @@ def train(config: TrainingConfig) -> dict[str, Any]:
 
     processor = GroupViTProcessor.from_bundled(image_size=config.data.image_size)
     model = build_model(config)
+    loss_fn = build_loss(config, model).to(accelerator.device)
     if config.gradient_checkpointing:
         model.gradient_checkpointing_enable()
     if accelerator.num_processes > 1 and accelerator.device.type == "cuda":
@@ -203,7 +230,7 @@ def train(config: TrainingConfig) -> dict[str, Any]:
     batch = global_batch_size(config, accelerator.num_processes)
     factor = batch / REFERENCE_BATCH_SIZE if config.scale_lr else 1.0
     optimizer = torch.optim.AdamW(
-        parameter_groups(model, config.weight_decay),
+        parameter_groups(model, config.weight_decay, loss_fn),
         lr=config.learning_rate * factor,
         betas=(config.adam_beta1, config.adam_beta2),
         eps=config.adam_epsilon,
@@ -231,6 +258,7 @@ def train(config: TrainingConfig) -> dict[str, Any]:
     # once per optimizer step and saved through `register_for_checkpointing`
     model, optimizer = accelerator.prepare(model, optimizer)
     accelerator.register_for_checkpointing(scheduler)
+    accelerator.register_for_checkpointing(loss_fn)  # the multi-label temperature trains and resumes with the rest
     if config.torch_compile:
         model = torch.compile(model)
 
@@ -260,10 +288,14 @@ def train(config: TrainingConfig) -> dict[str, Any]:
         log_now = (state["step"] + 1) % config.logging_steps == 0 and accelerator.sync_gradients
         with accelerator.accumulate(model):
             with accelerator.autocast():
-                outputs = model(**batch, return_loss=True, output_attentions=log_now)
-            accelerator.backward(outputs.loss)
+                outputs = model(**loss_fn.model_inputs(batch, output_attentions=log_now))
+                losses = loss_fn(accelerator.unwrap_model(model), outputs, batch)
+            accelerator.backward(losses.loss)
+            if accelerator.sync_gradients:
+                _average_gradients(accelerator, loss_fn)
             if accelerator.sync_gradients and config.max_grad_norm:
-                accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm)
+                parameters = itertools.chain(model.parameters(), loss_fn.parameters())
+                accelerator.clip_grad_norm_(parameters, config.max_grad_norm)
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
         state.update(epoch=epoch, batches_in_epoch=index + 1)
@@ -277,7 +309,7 @@ def train(config: TrainingConfig) -> dict[str, Any]:
 
         if state["step"] % config.logging_steps == 0:
             elapsed = time.perf_counter() - window_start
-            logs = _step_logs(accelerator, model, outputs, scheduler, skipped, window_samples / elapsed)
+            logs = _step_logs(accelerator, model, losses, scheduler, skipped, window_samples / elapsed)
             if outputs.vision_model_output.attentions:
                 for i, used in enumerate(count_used_groups(outputs.vision_model_output.attentions)):
                     logs[f"groups_used/stage{i + 1}"] = used
@@ -307,19 +339,28 @@ def train(config: TrainingConfig) -> dict[str, Any]:
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         _save_final(accelerator.unwrap_model(model), processor, config, summary)
+        from safetensors.torch import save_file
+
+        save_file({k: v.contiguous() for k, v in loss_fn.state_dict().items()}, Path(config.output_dir) / LOSS_STATE)
     accelerator.wait_for_everyone()
     accelerator.end_training()
     return summary
 
 
+def _average_gradients(accelerator: Any, loss_fn: torch.nn.Module) -> None:
+    """Mean over processes of the loss module's gradients (it is not under DDP, which does this for the model)."""
+    if accelerator.num_processes == 1:
+        return
+    for param in loss_fn.parameters():
+        if param.grad is not None:
+            param.grad.copy_(accelerator.reduce(param.grad, reduction="mean"))
+
+
 def _step_logs(
-    accelerator: Any, model: Any, outputs: Any, scheduler: Any, skipped: Counter, samples_per_second: float
+    accelerator: Any, model: Any, step_losses: Any, scheduler: Any, skipped: Counter, samples_per_second: float
 ) -> dict[str, float]:
-    losses = {"loss": outputs.loss, "loss/itc": outputs.itc_loss}
-    if outputs.multi_label_loss is not None:
-        losses["loss/multi_label"] = outputs.multi_label_loss
-    if outputs.group_diversity_loss is not None:
-        losses["loss/group_diversity"] = outputs.group_diversity_loss
+    # the total and each unweighted term, e.g. loss/itc, loss/multi_label, loss/group_diversity
+    losses = {"loss": step_losses.loss, **{f"loss/{name}": value for name, value in step_losses.terms.items()}}
     # mean over processes; one collective per logging step
     values = accelerator.reduce(torch.stack([v.detach().float() for v in losses.values()]), reduction="mean")
     logs = {k: v.item() for k, v in zip(losses, values, strict=True)}
@@ -413,6 +454,7 @@ def _save_final(model: GroupViTModel, processor: GroupViTProcessor, config: Trai
 __all__ = [
     "DataArguments",
     "TrainingConfig",
+    "build_loss",
     "build_model",
     "build_train_stream",
     "count_used_groups",
