@@ -291,6 +291,11 @@ class GroupViTConfig(PreTrainedConfig):
                 current = getattr(self, key)
                 current = current.to_dict() if isinstance(current, PreTrainedConfig) else dict(current or {})
                 setattr(self, key, {**current, **legacy})
+        if __name__.startswith("groupvit."):
+            # A pushed repo declares its pipeline for users without the package (`trust_remote_code=True`); with the
+            # package installed the task is registered already, and transformers' pipeline() would otherwise insist
+            # on remote code. The repo's own copy of this module (not named `groupvit.*`) keeps the entry.
+            kwargs.pop("custom_pipelines", None)
         legacy = sorted(key for key in LEGACY_LOSS_FIELDS if kwargs.pop(key, None) is not None)
         if legacy:
             logger.info("Ignoring loss settings %s: they belong to the run configuration, not the model", legacy)
