@@ -58,7 +58,7 @@ def test_config_file_and_overrides(tmp_path):
         ({"data.source": "webdataset", "data.train_shards": "/nowhere/shard-{0..3}.tar"}, "do not exist"),
         ({"data.source": "hf", "data.dataset": "./missing-folder"}, "does not exist"),
         ({"data.source": "webdataset"}, "needs data.train_shards"),
-        ({"max_steps": 0}, "max_steps must be positive"),
+        ({"max_steps": 0}, "max_steps=0 is out of range"),
         ({"data.noun_extractor": "spacy-large"}, "spacy-large"),
         ({"push_to_hub": True}, "needs hub_model_id"),
         ({"per_device_train_batch_size": 1}, "global batch of at least 2"),
@@ -67,6 +67,59 @@ def test_config_file_and_overrides(tmp_path):
 def test_bad_config_fails_at_start(overrides, message):
     with pytest.raises(ValueError, match=message):
         validate_config(load_training_config(TINY_RUN, overrides))
+
+
+@pytest.mark.parametrize(
+    ("overrides", "error", "message"),
+    [
+        ({"max_grad_norm": -1.0}, ValueError, r"max_grad_norm=-1\.0 is out of range; allowed: \[0, inf\)"),
+        ({"min_learning_rate": -1e-5}, ValueError, r"min_learning_rate=-1e-05 is out of range; allowed: \[0, inf\)"),
+        ({"min_learning_rate": 0.5}, ValueError, r"min_learning_rate=0\.5 is above learning_rate=0\.001"),
+        ({"learning_rate": 0.0}, ValueError, r"learning_rate=0\.0 is out of range; allowed: \(0, inf\)"),
+        ({"learning_rate": "1e-3"}, TypeError, r"learning_rate='1e-3' has type str; expected float .*1\.0e-3"),
+        ({"logging_steps": 0}, ValueError, r"logging_steps=0 is out of range; allowed: \[1, inf\)"),
+        ({"max_steps": 100.5}, TypeError, r"max_steps=100\.5 has type float; expected int"),
+        ({"max_steps": True}, TypeError, r"max_steps=True has type bool; expected int"),
+        ({"checkpointing_steps": -5}, ValueError, r"checkpointing_steps=-5 is out of range; allowed: \[0, inf\)"),
+        ({"warmup_steps": -1}, ValueError, r"warmup_steps=-1 is out of range"),
+        ({"warmup_steps": 500}, ValueError, r"warmup_steps=500 is above max_steps=200"),
+        ({"checkpoints_total_limit": 0}, ValueError, r"checkpoints_total_limit=0 is out of range"),
+        ({"adam_beta2": 1.0}, ValueError, r"adam_beta2=1\.0 is out of range; allowed: \[0, 1\)"),
+        ({"weight_decay": -0.1}, ValueError, r"weight_decay=-0\.1 is out of range"),
+        ({"gradient_accumulation_steps": 0}, ValueError, r"gradient_accumulation_steps=0 is out of range"),
+        ({"mixed_precision": "fp8"}, ValueError, r"mixed_precision='fp8' is not one of"),
+        ({"seed": -1}, ValueError, r"seed=-1 is out of range"),
+        ({"data.crop_scale": [0.9, 0.5]}, ValueError, r"data\.crop_scale=\(0\.9, 0\.5\) is invalid; allowed: 0 < low"),
+        ({"data.crop_scale": [0.0, 1.0]}, ValueError, r"data\.crop_scale=\(0\.0, 1\.0\) is invalid"),
+        ({"data.crop_scale": [0.5, 1.5]}, ValueError, r"data\.crop_scale=\(0\.5, 1\.5\) is invalid"),
+        ({"data.crop_scale": [0.5]}, TypeError, r"data\.crop_scale=\(0\.5,\) has type tuple"),
+        ({"data.num_workers": -1}, ValueError, r"data\.num_workers=-1 is out of range; allowed: \[0, inf\)"),
+        ({"data.hflip": 1.5}, ValueError, r"data\.hflip=1\.5 is out of range; allowed: \[0, 1\]"),
+        ({"data.image_size": 0}, ValueError, r"data\.image_size=0 is out of range"),
+        ({"data.shuffle_buffer_size": -1}, ValueError, r"data\.shuffle_buffer_size=-1 is out of range"),
+        ({"data.num_prompt_nouns": -1}, ValueError, r"data\.num_prompt_nouns=-1 is out of range"),
+        ({"data.source": "s3"}, ValueError, r"data\.source='s3' is not one of"),
+        ({"data.streaming": "yes"}, TypeError, r"data\.streaming='yes' has type str; expected bool"),
+        ({"model_overrides": {"projection_dimm": 8}}, ValueError, r"model_overrides\.projection_dimm"),
+        (
+            {"model_overrides": {"vision_config": {"depth": [1, 1]}}},
+            ValueError,
+            r"model_overrides\.vision_config\.depth'",
+        ),
+        ({"model_overrides": {"vision_config": 3}}, TypeError, r"model_overrides\.vision_config=3 must be a mapping"),
+    ],
+)
+def test_bad_values_are_refused_naming_field_value_and_range(overrides, error, message):
+    config = load_training_config(TINY_RUN, overrides)
+    with pytest.raises(error, match=message):
+        validate_config(config)
+    # the command line reports the same, before any step runs
+    assert (
+        pretrain_main(
+            ["--config", TINY_RUN, *[a for k, v in overrides.items() for a in ("--set", f"{k}={json.dumps(v)}")]]
+        )
+        == 2
+    )
 
 
 def test_unknown_keys_are_named():

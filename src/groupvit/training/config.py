@@ -7,6 +7,8 @@ A run file is YAML or JSON with the fields of `TrainingConfig` (the `data:` bloc
 import dataclasses
 import json
 import os
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -186,17 +188,150 @@ def load_training_config(path: str | None, overrides: dict[str, Any] | None = No
     return TrainingConfig.from_dict(values)
 
 
+# (lowest, highest) allowed value of the numeric fields; None: unbounded on that side. `_GREATER_THAN` fields must be
+# strictly above their lowest value. Types come from the dataclass annotations (`_check_type`).
+_RANGES: dict[str, tuple[float | None, float | None]] = {
+    "per_device_train_batch_size": (1, None),
+    "gradient_accumulation_steps": (1, None),
+    "max_steps": (1, None),
+    "learning_rate": (0, None),
+    "min_learning_rate": (0, None),
+    "warmup_steps": (0, None),
+    "weight_decay": (0, None),
+    "adam_beta1": (0, 1),
+    "adam_beta2": (0, 1),
+    "adam_epsilon": (0, None),
+    "max_grad_norm": (0, None),
+    "seed": (0, None),
+    "logging_steps": (1, None),
+    "checkpointing_steps": (0, None),
+    "checkpoints_total_limit": (1, None),
+    "eval_steps": (0, None),
+    "eval_num_samples": (1, None),
+    "data.synthetic_num_samples": (1, None),
+    "data.synthetic_seed": (0, None),
+    "data.synthetic_image_size": (8, None),
+    "data.image_size": (8, None),
+    "data.hflip": (0, 1),
+    "data.color_jitter": (0, None),
+    "data.shuffle_buffer_size": (0, None),
+    "data.num_workers": (0, None),
+    "data.num_prompt_nouns": (0, None),
+}
+_GREATER_THAN = {"learning_rate", "adam_epsilon"}
+_BELOW = {"adam_beta1", "adam_beta2"}  # strictly below the highest value
+
+
+def _type_name(annotation: Any) -> str:
+    return getattr(annotation, "__name__", None) or str(annotation).replace("typing.", "")
+
+
+def _matches(value: Any, annotation: Any) -> bool:
+    """Whether `value` fits `annotation` (the subset of types used by the run configuration)."""
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if annotation is Any:
+        return True
+    if annotation is type(None):
+        return value is None
+    if origin in (types.UnionType, typing.Union):
+        return any(_matches(value, arg) for arg in args)
+    if origin is Literal:
+        return value in args
+    if annotation is bool:
+        return isinstance(value, bool)
+    if annotation is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if annotation is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if annotation is str:
+        return isinstance(value, str)
+    if origin is tuple:
+        return (
+            isinstance(value, tuple | list)
+            and len(value) == len(args)
+            and all(_matches(v, a) for v, a in zip(value, args, strict=True))
+        )
+    if origin is list:
+        return isinstance(value, list) and all(_matches(v, args[0]) for v in value)
+    if origin is dict or annotation is dict:
+        return isinstance(value, dict)
+    return isinstance(value, annotation) if isinstance(annotation, type) else True
+
+
+def _check_fields(instance: Any, prefix: str = "") -> None:
+    """Type and range of every field of a config dataclass, with the field, the value and what is allowed."""
+    for spec in dataclasses.fields(instance):
+        name, value = prefix + spec.name, getattr(instance, spec.name)
+        if dataclasses.is_dataclass(spec.type):
+            _check_fields(value, f"{name}.")
+            continue
+        if not _matches(value, spec.type):
+            origin = typing.get_origin(spec.type)
+            if origin is Literal or (
+                origin in (types.UnionType, typing.Union)
+                and any(typing.get_origin(a) is Literal for a in typing.get_args(spec.type))
+            ):
+                choices = [c for a in typing.get_args(spec.type) for c in (typing.get_args(a) or [a])]
+                choices = [None if c is type(None) else c for c in choices] if origin is not Literal else choices
+                raise ValueError(f"{name}={value!r} is not one of {choices}")
+            hint = " (YAML reads 1e-3 as text: write 1.0e-3)" if isinstance(value, str) and spec.type is float else ""
+            raise TypeError(
+                f"{name}={value!r} has type {type(value).__name__}; expected {_type_name(spec.type)}{hint}"
+            )
+        if name in _RANGES and value is not None:
+            low, high = _RANGES[name]
+            strict_low, strict_high = name in _GREATER_THAN, name in _BELOW
+            too_low = low is not None and (value <= low if strict_low else value < low)
+            too_high = high is not None and (value >= high if strict_high else value > high)
+            if too_low or too_high:
+                left = "(" if strict_low else "["
+                right = ")" if strict_high or high is None else "]"
+                allowed = f"{left}{low if low is not None else '-inf'}, {high if high is not None else 'inf'}{right}"
+                raise ValueError(f"{name}={value!r} is out of range; allowed: {allowed}")
+
+
+def _check_model_overrides(overrides: dict[str, Any], model_preset: str) -> None:
+    """Every key of `model_overrides` (and of its `vision_config`/`text_config`) must be a GroupViTConfig field."""
+    from groupvit.configuration_groupvit import GroupViTConfig
+
+    reference = GroupViTConfig.from_preset(model_preset)
+    known = set(reference.to_dict())
+    unknown = [f"model_overrides.{k}" for k in overrides if k not in known]
+    for sub in ("vision_config", "text_config"):
+        value = overrides.get(sub, {})
+        if not isinstance(value, dict):
+            raise TypeError(f"model_overrides.{sub}={value!r} must be a mapping of {sub} fields")
+        sub_known = set(getattr(reference, sub).to_dict())
+        unknown += [f"model_overrides.{sub}.{k}" for k in value if k not in sub_known]
+    if unknown:
+        raise ValueError(f"Unknown model config key(s) {sorted(unknown)}: not fields of GroupViTConfig")
+    GroupViTConfig.from_preset(model_preset, **overrides)  # the config's own value checks
+
+
 def validate_config(config: TrainingConfig, num_processes: int = 1) -> None:
-    """Fail at start, with the offending field, on settings that would fail later."""
+    """Fail at start, with the offending field, its value and the allowed range, on settings that would fail later.
+
+    Raises:
+        TypeError: A field has the wrong type (a float `max_steps`, a text learning rate).
+        ValueError: A value is out of range, unknown, or inconsistent with another field.
+    """
     if config.model_preset not in available_presets():
         raise ValueError(f"Unknown model_preset {config.model_preset!r}; available: {available_presets()}")
-    positive = ("per_device_train_batch_size", "gradient_accumulation_steps", "max_steps", "learning_rate")
-    for name in positive:
-        if getattr(config, name) <= 0:
-            raise ValueError(f"{name} must be positive, got {getattr(config, name)}")
-    if config.mixed_precision not in ("no", "bf16", "fp16"):
-        raise ValueError(f"mixed_precision must be 'no', 'bf16' or 'fp16', got {config.mixed_precision!r}")
+    _check_fields(config)
+    if config.min_learning_rate > config.learning_rate:
+        raise ValueError(
+            f"min_learning_rate={config.min_learning_rate!r} is above learning_rate={config.learning_rate!r}; "
+            f"allowed: [0, learning_rate]"
+        )
+    if config.warmup_steps is not None and config.warmup_steps > config.max_steps:
+        raise ValueError(
+            f"warmup_steps={config.warmup_steps} is above max_steps={config.max_steps}; allowed: [0, max_steps]"
+        )
+    _check_model_overrides(config.model_overrides, config.model_preset)
     data = config.data
+    low, high = data.crop_scale
+    if not 0 < low <= high <= 1:
+        raise ValueError(f"data.crop_scale={tuple(data.crop_scale)!r} is invalid; allowed: 0 < low <= high <= 1")
     if data.source == "webdataset":
         if not data.train_shards:
             raise ValueError("data.source='webdataset' needs data.train_shards")
@@ -215,10 +350,6 @@ def validate_config(config: TrainingConfig, num_processes: int = 1) -> None:
         looks_local = data.dataset.startswith((".", "/")) or data.dataset.endswith((".parquet", ".arrow"))
         if looks_local and not os.path.exists(data.dataset):
             raise ValueError(f"data.dataset path does not exist: {data.dataset!r}")
-    elif data.source != "synthetic":
-        raise ValueError(f"data.source must be 'synthetic', 'webdataset' or 'hf', got {data.source!r}")
-    if data.num_prompt_nouns < 0:
-        raise ValueError(f"data.num_prompt_nouns must be >= 0, got {data.num_prompt_nouns}")
     get_noun_extractor(data.noun_extractor)
     get_templates(data.prompt_templates)
     if config.push_to_hub and not config.hub_model_id:

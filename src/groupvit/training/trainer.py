@@ -38,7 +38,7 @@ from groupvit.data.streams import (
 from groupvit.data.transforms import transform_from_processor
 from groupvit.modeling_groupvit import GroupViTModel, chain_groupings
 from groupvit.processing_groupvit import GroupViTProcessor
-from groupvit.training.checkpointing import TRAINER_STATE, list_checkpoints, resolve_checkpoint, save_checkpoint
+from groupvit.training.checkpointing import list_checkpoints, load_checkpoint, resolve_checkpoint, save_checkpoint
 from groupvit.training.config import (
     REFERENCE_BATCH_SIZE,
     DataArguments,
@@ -228,17 +228,16 @@ def train(config: TrainingConfig) -> dict[str, Any]:
         generator=torch.Generator().manual_seed(config.seed),
     )
     # the loader shards itself over processes, so it is not passed to `prepare`; the scheduler is stepped by us
-    # once per optimizer step and saved through `register_for_checkpointing`
+    # once per optimizer step and checkpointed as JSON by `save_checkpoint` (not `register_for_checkpointing`, whose
+    # objects Accelerate reloads with full unpickling)
     model, optimizer = accelerator.prepare(model, optimizer)
-    accelerator.register_for_checkpointing(scheduler)
     if config.torch_compile:
         model = torch.compile(model)
 
     state = {"step": 0, "epoch": 0, "batches_in_epoch": 0, "samples_seen": 0, "skipped": {}}
     checkpoint = resolve_checkpoint(config.output_dir, config.resume_from_checkpoint)
     if checkpoint is not None:
-        accelerator.load_state(str(checkpoint))
-        state = json.loads((checkpoint / TRAINER_STATE).read_text())
+        state = load_checkpoint(accelerator, checkpoint, scheduler)
         logger.info("Resumed from %s at step %d", checkpoint, state["step"])
     if trackers:
         accelerator.init_trackers("groupvit", config=_flat_config(config))
@@ -297,7 +296,7 @@ def train(config: TrainingConfig) -> dict[str, Any]:
             history.append({"step": state["step"], "eval/zero_shot_accuracy": accuracy})
         if config.checkpointing_steps and state["step"] % config.checkpointing_steps == 0:
             state["skipped"] = dict(skipped)
-            save_checkpoint(accelerator, config.output_dir, state, config.checkpoints_total_limit)
+            save_checkpoint(accelerator, config.output_dir, state, config.checkpoints_total_limit, scheduler)
     progress.close()
 
     total_skipped = _gather_counts(accelerator, skipped)
