@@ -323,10 +323,6 @@ def validate_config(config: TrainingConfig, num_processes: int = 1) -> None:
             f"min_learning_rate={config.min_learning_rate!r} is above learning_rate={config.learning_rate!r}; "
             f"allowed: [0, learning_rate]"
         )
-    if config.warmup_steps is not None and config.warmup_steps > config.max_steps:
-        raise ValueError(
-            f"warmup_steps={config.warmup_steps} is above max_steps={config.max_steps}; allowed: [0, max_steps]"
-        )
     _check_model_overrides(config.model_overrides, config.model_preset)
     data = config.data
     low, high = data.crop_scale
