@@ -232,6 +232,41 @@ def test_two_cpu_processes_train(tmp_path):
     assert states == ["random_states_0.pkl", "random_states_1.pkl"]
 
 
+@pytest.fixture()
+def fresh_accelerate_state():
+    """Accelerate keeps its state per process: reset it so that a run here reads the environment like a new launch."""
+    from accelerate.state import AcceleratorState, GradientState
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+    GradientState._reset_state()
+    yield
+    AcceleratorState._reset_state(reset_partial_state=True)
+    GradientState._reset_state()
+
+
+@pytest.mark.parametrize(
+    ("flags", "expected"),
+    [
+        ([], ("bf16", 2)),  # nothing set in the run: the launcher's choice
+        (["--mixed_precision", "no", "--gradient_accumulation_steps", "1"], ("no", 1)),  # explicit flags win
+        (["--set", "gradient_accumulation_steps=3"], ("bf16", 3)),  # as if from the run file
+    ],
+)
+def test_launcher_precision_and_accumulation_apply_unless_the_run_sets_them(
+    tmp_path, monkeypatch, fresh_accelerate_state, flags, expected
+):
+    # what `accelerate launch --mixed_precision bf16 --gradient_accumulation_steps 2` puts in the environment
+    monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "bf16")
+    monkeypatch.setenv("ACCELERATE_GRADIENT_ACCUMULATION_STEPS", "2")
+    steps = ["--max_steps", "2", "--logging_steps", "1", "--checkpointing_steps", "0"]
+    args = [*_args(tmp_path, *steps, *flags), "--per_device_train_batch_size", "4"]
+    assert pretrain_main(args) == 0
+    summary = json.loads((tmp_path / "train_summary.json").read_text())
+    _, accumulation = expected
+    assert (summary["mixed_precision"], summary["gradient_accumulation_steps"]) == expected
+    assert summary["step"] == 2 and summary["samples_seen"] == 2 * 4 * accumulation
+
+
 def test_push_to_hub_uploads_the_final_folder(tmp_path, monkeypatch):
     calls = []
     monkeypatch.setattr(

@@ -24,7 +24,9 @@ class DataArguments:
     """Where the image-caption pairs come from and how they are augmented.
 
     Args:
-        source: `"synthetic"`, `"webdataset"` or `"hf"` (a `datasets` dataset).
+        source: `"synthetic"`, `"webdataset"` or `"hf"` (a `datasets` dataset). None (the default): `"hf"` when
+            `dataset` is set, `"webdataset"` when `train_shards` is, else `"synthetic"`. A source that contradicts
+            a set `dataset`/`train_shards` is an error, never a silent choice.
         train_shards: Webdataset shard pattern(s), brace-expandable (`"data/shard-{000000..000099}.tar"`).
         dataset: `datasets` source: a Hub id, a `save_to_disk` folder, an imagefolder directory, or parquet/arrow.
         split: Split of `dataset`.
@@ -47,7 +49,7 @@ class DataArguments:
         prompt_templates: Template set name for the noun prompts (`simple`, `imagenet_subset`, ...).
     """
 
-    source: Literal["synthetic", "webdataset", "hf"] = "synthetic"
+    source: Literal["synthetic", "webdataset", "hf"] | None = None
     train_shards: str | list[str] | None = None
     dataset: str | None = None
     split: str = "train"
@@ -69,6 +71,26 @@ class DataArguments:
     noun_extractor: str = "vocabulary"
     prompt_templates: str = "simple"
 
+    def __post_init__(self) -> None:
+        given = {
+            name: value for name, value in (("dataset", self.dataset), ("train_shards", self.train_shards)) if value
+        }
+        wanted = {"dataset": "hf", "train_shards": "webdataset"}
+        if self.source is None:
+            if len(given) > 1:
+                raise ValueError(
+                    f"data.dataset={self.dataset!r} and data.train_shards={self.train_shards!r} are both set: "
+                    "give one (or choose with data.source)"
+                )
+            self.source = wanted[next(iter(given))] if given else "synthetic"
+            return
+        for name, value in given.items():
+            if wanted[name] != self.source:
+                raise ValueError(
+                    f"data.{name}={value!r} is set but data.source={self.source!r}: it would be ignored. Set "
+                    f"data.source={wanted[name]!r} (or leave it unset), or remove data.{name}"
+                )
+
 
 @dataclass
 class TrainingConfig:
@@ -81,7 +103,7 @@ class TrainingConfig:
         init_from: Start from a pretrained directory or Hub id instead of random weights.
         data: `DataArguments`.
         per_device_train_batch_size: Batch per process and micro-step.
-        gradient_accumulation_steps: Micro-steps per optimizer step.
+        gradient_accumulation_steps: Micro-steps per optimizer step (None: the launcher's, else 1).
         max_steps: Optimizer steps of the whole run.
         learning_rate: Peak learning rate (for a global batch of 4096 when `scale_lr`).
         min_learning_rate: Final learning rate of the cosine (same scaling).
@@ -92,7 +114,7 @@ class TrainingConfig:
         adam_beta2: AdamW beta2.
         adam_epsilon: AdamW epsilon.
         max_grad_norm: Gradient clipping norm (paper: 5.0).
-        mixed_precision: `"no"`, `"bf16"` or `"fp16"`.
+        mixed_precision: `"no"`, `"bf16"` or `"fp16"` (None: the launcher's, else `"no"`).
         gradient_checkpointing: Recompute activations in the backward pass.
         torch_compile: Compile the model with `torch.compile`.
         multi_label_target: `"instance"` (paper) or `"semantic"` targets of the multi-label loss.
@@ -108,6 +130,11 @@ class TrainingConfig:
         hub_model_id: Target repo id.
         hub_revision: Target branch.
         hub_private: Create the repo as private.
+
+    Precedence of `mixed_precision` and `gradient_accumulation_steps`: an explicit command-line flag, then the run
+    file, then the launcher (`accelerate launch --mixed_precision bf16 --gradient_accumulation_steps 4` sets
+    `ACCELERATE_MIXED_PRECISION` / `ACCELERATE_GRADIENT_ACCUMULATION_STEPS`), then `"no"` / 1. The values a run
+    actually used are logged and written to `train_summary.json`.
     """
 
     output_dir: str = "runs/groupvit"
@@ -116,7 +143,7 @@ class TrainingConfig:
     init_from: str | None = None
     data: DataArguments = field(default_factory=DataArguments)
     per_device_train_batch_size: int = 256
-    gradient_accumulation_steps: int = 1
+    gradient_accumulation_steps: int | None = None
     max_steps: int = 30 * 6998
     learning_rate: float = 1.6e-3
     min_learning_rate: float = 4e-5
@@ -127,7 +154,7 @@ class TrainingConfig:
     adam_beta2: float = 0.999
     adam_epsilon: float = 1e-8
     max_grad_norm: float = 5.0
-    mixed_precision: Literal["no", "bf16", "fp16"] = "no"
+    mixed_precision: Literal["no", "bf16", "fp16"] | None = None
     gradient_checkpointing: bool = False
     torch_compile: bool = False
     multi_label_target: Literal["instance", "semantic"] = "instance"
@@ -354,5 +381,9 @@ def validate_config(config: TrainingConfig, num_processes: int = 1) -> None:
         raise ValueError("The contrastive loss needs a global batch of at least 2 image-caption pairs")
 
 
-def global_batch_size(config: TrainingConfig, num_processes: int) -> int:
-    return config.per_device_train_batch_size * config.gradient_accumulation_steps * num_processes
+def global_batch_size(
+    config: TrainingConfig, num_processes: int, gradient_accumulation_steps: int | None = None
+) -> int:
+    """Pairs per optimizer step; `gradient_accumulation_steps` (what the run resolved) replaces the config's."""
+    accumulation = gradient_accumulation_steps or config.gradient_accumulation_steps or 1
+    return config.per_device_train_batch_size * accumulation * num_processes

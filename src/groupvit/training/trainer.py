@@ -172,24 +172,14 @@ def train(config: TrainingConfig) -> dict[str, Any]:
     Returns:
         Summary: final step, last logged losses, samples/s, skipped-sample counts, validation accuracy.
     """
-    from accelerate import Accelerator
-    from accelerate.utils import ProjectConfiguration, set_seed
+    from accelerate.utils import set_seed
     from tqdm.auto import tqdm
     from transformers import get_scheduler
 
     trackers = _available_trackers(config.report_to)
-    # Accelerate only sets up multi-process CPU (gloo) training when asked for the CPU explicitly; do that for a
-    # multi-process launch on a machine without CUDA, so `torchrun`/`accelerate launch --multi_gpu` work there too
-    multi_cpu = not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1
-    accelerator = Accelerator(
-        cpu=multi_cpu,
-        mixed_precision=config.mixed_precision,
-        gradient_accumulation_steps=config.gradient_accumulation_steps,
-        log_with=trackers or None,
-        project_config=ProjectConfiguration(project_dir=config.output_dir, logging_dir=f"{config.output_dir}/logs"),
-    )
-    validate_config(config, accelerator.num_processes)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    accelerator = _make_accelerator(config, trackers)
+    validate_config(config, accelerator.num_processes)
     set_seed(config.seed)
     Path(config.output_dir).mkdir(parents=True, exist_ok=True)
 
@@ -200,7 +190,7 @@ def train(config: TrainingConfig) -> dict[str, Any]:
     if accelerator.num_processes > 1 and accelerator.device.type == "cuda":
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
 
-    batch = global_batch_size(config, accelerator.num_processes)
+    batch = global_batch_size(config, accelerator.num_processes, accelerator.gradient_accumulation_steps)
     factor = batch / REFERENCE_BATCH_SIZE if config.scale_lr else 1.0
     optimizer = torch.optim.AdamW(
         parameter_groups(model, config.weight_decay),
@@ -267,11 +257,11 @@ def train(config: TrainingConfig) -> dict[str, Any]:
             optimizer.zero_grad(set_to_none=True)
         state.update(epoch=epoch, batches_in_epoch=index + 1)
         window_samples += batch["pixel_values"].shape[0] * accelerator.num_processes
+        state["samples_seen"] += batch["pixel_values"].shape[0] * accelerator.num_processes  # every micro-batch
         if not accelerator.sync_gradients:
             continue
         scheduler.step()
         state["step"] += 1
-        state["samples_seen"] += batch["pixel_values"].shape[0] * accelerator.num_processes
         progress.update(1)
 
         if state["step"] % config.logging_steps == 0:
@@ -300,7 +290,15 @@ def train(config: TrainingConfig) -> dict[str, Any]:
     progress.close()
 
     total_skipped = _gather_counts(accelerator, skipped)
-    summary.update(step=state["step"], samples_seen=state["samples_seen"], skipped=total_skipped, history=history)
+    summary.update(
+        step=state["step"],
+        samples_seen=state["samples_seen"],
+        skipped=total_skipped,
+        mixed_precision=accelerator.mixed_precision,
+        gradient_accumulation_steps=accelerator.gradient_accumulation_steps,
+        num_processes=accelerator.num_processes,
+        history=history,
+    )
     if sum(total_skipped.values()):
         logger.warning("Skipped %d bad samples: %s", sum(total_skipped.values()), total_skipped)
     accelerator.wait_for_everyone()
@@ -309,6 +307,46 @@ def train(config: TrainingConfig) -> dict[str, Any]:
     accelerator.wait_for_everyone()
     accelerator.end_training()
     return summary
+
+
+def _make_accelerator(config: TrainingConfig, trackers: list[str]) -> Any:
+    """The run's `Accelerator`. Precedence: flag > run file > launcher environment > default (see `TrainingConfig`)."""
+    from accelerate import Accelerator
+    from accelerate.utils import GradientAccumulationPlugin, ProjectConfiguration
+
+    # Accelerate only sets up multi-process CPU (gloo) training when asked for the CPU explicitly; do that for a
+    # multi-process launch on a machine without CUDA, so `torchrun`/`accelerate launch --multi_gpu` work there too
+    multi_cpu = not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1
+    # None leaves the choice to Accelerate, which reads the launcher's ACCELERATE_* variables; an explicit
+    # accumulation goes in as a plugin, because a plain `gradient_accumulation_steps=` loses to the variable
+    accumulation = {}
+    if config.gradient_accumulation_steps is not None:
+        accumulation["gradient_accumulation_plugin"] = GradientAccumulationPlugin(
+            num_steps=config.gradient_accumulation_steps
+        )
+    accelerator = Accelerator(
+        cpu=multi_cpu,
+        mixed_precision=config.mixed_precision,
+        log_with=trackers or None,
+        project_config=ProjectConfiguration(project_dir=config.output_dir, logging_dir=f"{config.output_dir}/logs"),
+        **accumulation,
+    )
+
+    def origin(value: Any, variable: str) -> str:
+        if value is not None:
+            return "run config"
+        return f"launcher {variable}" if variable in os.environ else "default"
+
+    logger.info(
+        "Mixed precision: %s (%s); gradient accumulation: %d (%s); %d process(es) on %s",
+        accelerator.mixed_precision,
+        origin(config.mixed_precision, "ACCELERATE_MIXED_PRECISION"),
+        accelerator.gradient_accumulation_steps,
+        origin(config.gradient_accumulation_steps, "ACCELERATE_GRADIENT_ACCUMULATION_STEPS"),
+        accelerator.num_processes,
+        accelerator.device,
+    )
+    return accelerator
 
 
 def _step_logs(
