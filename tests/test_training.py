@@ -232,6 +232,61 @@ def test_two_cpu_processes_train(tmp_path):
     assert states == ["random_states_0.pkl", "random_states_1.pkl"]
 
 
+def _png_bytes(color=(200, 10, 10)) -> bytes:
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (40, 30), color).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _planted_shard(path: Path) -> None:
+    """8 good pairs, a corrupt image, an empty caption, 2 good pairs, then the file ends inside a member.
+
+    With batches of 4 and no shuffling an epoch is: 2 full batches, a partial batch of 2 carrying the two sample
+    skips, and the truncated shard's skip after the last sample.
+    """
+    import io
+    import tarfile
+
+    def add(tar, name, data):
+        info = tarfile.TarInfo(name)
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+
+    with tarfile.open(path, "w") as tar:
+        for i in range(8):
+            add(tar, f"g{i}.png", _png_bytes((20 * i, 100, 50)))
+            add(tar, f"g{i}.txt", f"a red square number {i}".encode())
+        add(tar, "h.jpg", b"not an image")
+        add(tar, "h.txt", b"a broken image")
+        add(tar, "i.png", _png_bytes())
+        add(tar, "i.txt", b"  ")
+        for i in (8, 9):
+            add(tar, f"g{i}.png", _png_bytes((20 * i, 100, 50)))
+            add(tar, f"g{i}.txt", f"a red square number {i}".encode())
+        add(tar, "z.png", _png_bytes() * 50)
+    data = path.read_bytes()
+    path.write_bytes(data[: data.index(b"z.png") + 512 + 300])
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_skip_counts_in_the_summary_equal_what_was_planted(tmp_path, num_workers):
+    shard = tmp_path / "shard-000000.tar"
+    _planted_shard(shard)
+    args = [
+        *_args(tmp_path / "run", "--max_steps", "3", "--logging_steps", "1", "--checkpointing_steps", "0"),
+        *["--train_shards", str(shard), "--per_device_train_batch_size", "4", "--num_workers", str(num_workers)],
+    ]
+    # step 3 is the first batch of epoch 2, so all of epoch 1 (its partial batch and trailing skips) was consumed
+    assert pretrain_main(args) == 0
+    summary = json.loads((tmp_path / "run" / "train_summary.json").read_text())
+    assert summary["skipped"] == {"bad_image": 1, "empty_caption": 1, "corrupt_shard": 1}
+    assert summary["step"] == 3 and summary["samples_seen"] == 12
+
+
 @pytest.fixture()
 def fresh_accelerate_state():
     """Accelerate keeps its state per process: reset it so that a run here reads the environment like a new launch."""

@@ -5,6 +5,7 @@ A run file is YAML or JSON with the fields of `TrainingConfig` (the `data:` bloc
 """
 
 import dataclasses
+import glob
 import json
 import os
 import types
@@ -371,7 +372,7 @@ def validate_config(config: TrainingConfig, num_processes: int = 1) -> None:
         if not data.dataset:
             raise ValueError("data.source='hf' needs data.dataset (a Hub id or a local path)")
         looks_local = data.dataset.startswith((".", "/")) or data.dataset.endswith((".parquet", ".arrow"))
-        if looks_local and not os.path.exists(data.dataset):
+        if looks_local and not glob.glob(data.dataset):  # a path, or a pattern such as `data/*.parquet`
             raise ValueError(f"data.dataset path does not exist: {data.dataset!r}")
     get_noun_extractor(data.noun_extractor)
     get_templates(data.prompt_templates)

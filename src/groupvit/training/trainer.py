@@ -146,20 +146,25 @@ def zero_shot_classification(
 # --------------------------------------------------------------------------------------------------------------------
 
 
-def _batches(loader: DataLoader, stream: ImageTextStream, epoch: int, skip: int):
+def _batches(loader: DataLoader, stream: ImageTextStream, epoch: int, skip: int, batch_size: int):
     """Yield `(epoch, index_in_epoch, batch)` forever, starting `skip` batches into `epoch`.
 
-    Skipped batches are loaded and dropped: the stream is deterministic, so this restores the exact data position.
+    Every batch of the loader is yielded, partial ones (a worker's last, or one made only of skip records) included,
+    so that the caller counts their skips before dropping them. Skipped batches are loaded and dropped: the stream is
+    deterministic, so this restores the exact data position.
     """
     while True:
         stream.set_epoch(epoch)
-        count = 0
+        count = full = 0
         for batch in loader:
             count += 1
+            full += len(batch.get("pixel_values", ())) == batch_size
             if count > skip:
                 yield epoch, count - 1, batch
-        if count == 0:
-            raise RuntimeError(f"The training stream yielded no batch in epoch {epoch}: too few valid samples")
+        if full == 0 and count >= skip:
+            raise RuntimeError(
+                f"The training stream yielded no full batch of {batch_size} in epoch {epoch}: too few valid samples"
+            )
         if count < skip:
             raise RuntimeError(f"Epoch {epoch} has {count} batches, fewer than the {skip} to skip on resume")
         skip = 0
@@ -213,7 +218,8 @@ def train(config: TrainingConfig) -> dict[str, Any]:
         batch_size=config.per_device_train_batch_size,
         collate_fn=collator,
         num_workers=config.data.num_workers,
-        drop_last=True,
+        # partial batches (each worker's last) come through so that their skip counts are kept; the loop drops them
+        drop_last=False,
         # its own generator: creating an iterator must not consume the global RNG that the checkpoint restores
         generator=torch.Generator().manual_seed(config.seed),
     )
@@ -239,12 +245,16 @@ def train(config: TrainingConfig) -> dict[str, Any]:
     progress = tqdm(
         total=config.max_steps, initial=state["step"], disable=not accelerator.is_local_main_process, desc="train"
     )
-    batches = _batches(loader, stream, state["epoch"], state["batches_in_epoch"])
+    batches = _batches(loader, stream, state["epoch"], state["batches_in_epoch"], config.per_device_train_batch_size)
     model.train()
     window_start, window_samples = time.perf_counter(), 0
     while state["step"] < config.max_steps:
         epoch, index, batch = next(batches)
         skipped.update(batch.pop("skipped"))
+        if len(batch.get("pixel_values", ())) < config.per_device_train_batch_size:
+            # a partial batch: dropped (every rank must contribute equal batches to the gathered loss), skips kept
+            state.update(epoch=epoch, batches_in_epoch=index + 1)
+            continue
         batch = {k: v.to(accelerator.device, non_blocking=True) for k, v in batch.items()}
         log_now = (state["step"] + 1) % config.logging_steps == 0 and accelerator.sync_gradients
         with accelerator.accumulate(model):
