@@ -88,6 +88,7 @@ def test_bad_config_fails_at_start(overrides, message):
         ({"gradient_accumulation_steps": 0}, ValueError, r"gradient_accumulation_steps=0 is out of range"),
         ({"mixed_precision": "fp8"}, ValueError, r"mixed_precision='fp8' is not one of"),
         ({"seed": -1}, ValueError, r"seed=-1 is out of range"),
+        ({"ddp_timeout": 0}, ValueError, r"ddp_timeout=0 is out of range; allowed: \[1, inf\)"),
         ({"data.crop_scale": [0.9, 0.5]}, ValueError, r"data\.crop_scale=\(0\.9, 0\.5\) is invalid; allowed: 0 < low"),
         ({"data.crop_scale": [0.0, 1.0]}, ValueError, r"data\.crop_scale=\(0\.0, 1\.0\) is invalid"),
         ({"data.crop_scale": [0.5, 1.5]}, ValueError, r"data\.crop_scale=\(0\.5, 1\.5\) is invalid"),
@@ -220,11 +221,24 @@ def test_two_cpu_processes_train(tmp_path):
         "30",
     )
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533"]
-    result = subprocess.run(
-        [*command, str(ROOT / "scripts" / "pretrain.py"), *args], env=env, capture_output=True, text=True, timeout=600
+    # --standalone: rendezvous on a free port (a fixed port collides with a concurrent or orphaned run and can hang);
+    # --ddp_timeout: a stuck collective fails with a gloo timeout instead of waiting 30 minutes
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    process = subprocess.Popen(
+        [*command, str(ROOT / "scripts" / "pretrain.py"), *args, "--ddp_timeout", "180"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,  # its own process group: on timeout the workers are killed too, not orphaned
     )
-    assert result.returncode == 0, result.stderr[-3000:]
+    try:
+        output = process.communicate(timeout=540)[0]
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        output = process.communicate()[0]
+        pytest.fail(f"2-process run did not finish in 540 s:\n{output[-3000:]}")
+    assert process.returncode == 0, output[-3000:]
     summary = json.loads((tmp_path / "train_summary.json").read_text())
     assert summary["samples_seen"] == 30 * 16 * 2
     assert summary["loss"] < summary["first_loss"]

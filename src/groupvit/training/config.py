@@ -118,6 +118,8 @@ class TrainingConfig:
         mixed_precision: `"no"`, `"bf16"` or `"fp16"` (None: the launcher's, else `"no"`).
         gradient_checkpointing: Recompute activations in the backward pass.
         torch_compile: Compile the model with `torch.compile`.
+        ddp_timeout: Seconds a collective (gradient all-reduce, loss gather, barrier) may wait for the other processes
+            before the run fails with a timeout error instead of hanging (transformers' `ddp_timeout`).
         multi_label_target: `"instance"` (paper) or `"semantic"` targets of the multi-label loss.
         seed: Seed of the model init, data order and augmentation.
         logging_steps: Log every N optimizer steps.
@@ -158,6 +160,7 @@ class TrainingConfig:
     mixed_precision: Literal["no", "bf16", "fp16"] | None = None
     gradient_checkpointing: bool = False
     torch_compile: bool = False
+    ddp_timeout: int = 1800
     multi_label_target: Literal["instance", "semantic"] = "instance"
     seed: int = 0
     logging_steps: int = 10
@@ -232,6 +235,7 @@ _RANGES: dict[str, tuple[float | None, float | None]] = {
     "max_grad_norm": (0, None),
     "seed": (0, None),
     "logging_steps": (1, None),
+    "ddp_timeout": (1, None),
     "checkpointing_steps": (0, None),
     "checkpoints_total_limit": (1, None),
     "eval_steps": (0, None),

@@ -14,6 +14,7 @@ Decisions, where the paper and the original code leave room:
   stays per-process BatchNorm.
 """
 
+import datetime
 import json
 import logging
 import os
@@ -322,7 +323,7 @@ def train(config: TrainingConfig) -> dict[str, Any]:
 def _make_accelerator(config: TrainingConfig, trackers: list[str]) -> Any:
     """The run's `Accelerator`. Precedence: flag > run file > launcher environment > default (see `TrainingConfig`)."""
     from accelerate import Accelerator
-    from accelerate.utils import GradientAccumulationPlugin, ProjectConfiguration
+    from accelerate.utils import GradientAccumulationPlugin, InitProcessGroupKwargs, ProjectConfiguration
 
     # Accelerate only sets up multi-process CPU (gloo) training when asked for the CPU explicitly; do that for a
     # multi-process launch on a machine without CUDA, so `torchrun`/`accelerate launch --multi_gpu` work there too
@@ -339,6 +340,8 @@ def _make_accelerator(config: TrainingConfig, trackers: list[str]) -> Any:
         mixed_precision=config.mixed_precision,
         log_with=trackers or None,
         project_config=ProjectConfiguration(project_dir=config.output_dir, logging_dir=f"{config.output_dir}/logs"),
+        # a process that dies or stalls makes the others fail after this long instead of waiting for ever
+        kwargs_handlers=[InitProcessGroupKwargs(timeout=datetime.timedelta(seconds=config.ddp_timeout))],
         **accumulation,
     )
 
