@@ -67,7 +67,12 @@ def test_flags_become_typed_overrides():
 
 
 def test_bad_flag_values_are_refused_by_the_parser(capsys):
-    for argv in (["--max_steps", "1.5"], ["--mixed_precision", "fp8"], ["--push_to_hub", "maybe"]):
+    for argv in (
+        ["--max_steps", "1.5"],
+        ["--mixed_precision", "fp8"],
+        ["--push_to_hub", "maybe"],
+        ["--max_step", "3"],
+    ):
         with pytest.raises(SystemExit) as exit_info:
             parse_args(argv)
         assert exit_info.value.code == 2

@@ -93,6 +93,7 @@ def test_bad_config_fails_at_start(overrides, message):
         ({"data.crop_scale": [0.0, 1.0]}, ValueError, r"data\.crop_scale=\(0\.0, 1\.0\) is invalid"),
         ({"data.crop_scale": [0.5, 1.5]}, ValueError, r"data\.crop_scale=\(0\.5, 1\.5\) is invalid"),
         ({"data.crop_scale": [0.5]}, TypeError, r"data\.crop_scale=\(0\.5,\) has type tuple"),
+        ({"data.crop_scale": 0.5}, TypeError, r"data\.crop_scale=0\.5 has type float; expected tuple"),
         ({"data.num_workers": -1}, ValueError, r"data\.num_workers=-1 is out of range; allowed: \[0, inf\)"),
         ({"data.hflip": 1.5}, ValueError, r"data\.hflip=1\.5 is out of range; allowed: \[0, 1\]"),
         ({"data.image_size": 0}, ValueError, r"data\.image_size=0 is out of range"),

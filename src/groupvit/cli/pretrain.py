@@ -126,6 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
         "overrides the field of the same name in the run file.",
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
+        allow_abbrev=False,  # one spelling per flag: `--max_step` is an error, not `--max_steps`
     )
     parser.add_argument("--config", metavar="FILE", help="YAML or JSON run file with TrainingConfig fields")
     parser.add_argument(

@@ -182,7 +182,7 @@ class TrainingConfig:
         data = values.pop("data", {}) or {}
         _check_keys(cls, values, "")
         _check_keys(DataArguments, data, "data.")
-        if "crop_scale" in data:
+        if isinstance(data.get("crop_scale"), list):  # YAML/JSON lists; anything else is reported by validate_config
             data["crop_scale"] = tuple(data["crop_scale"])
         return cls(**values, data=DataArguments(**data))
 
