@@ -1,6 +1,7 @@
 """The pretraining command line: generated from the run-config dataclasses, README examples parse as written."""
 
 import dataclasses
+import json
 import re
 import shlex
 from pathlib import Path
@@ -119,3 +120,23 @@ def test_a_conflicting_source_is_an_error(capsys):
     assert DataArguments(dataset="x").source == "hf" and DataArguments().source == "synthetic"
     assert main(["--config", TINY_RUN, "--source", "synthetic", "--dataset", "x"]) == 2
     assert "data.dataset='x' is set but data.source='synthetic'" in capsys.readouterr().err
+
+
+def test_dataset_flag_trains_on_that_dataset(tmp_path):
+    import datasets
+
+    from groupvit.data.synthetic import make_split
+
+    samples = make_split("objects", "train", 8, 32)
+    parquet = tmp_path / "pairs.parquet"
+    features = datasets.Features({"image": datasets.Image(), "text": datasets.Value("string")})
+    rows = {"image": [s.image for s in samples], "text": [s.caption for s in samples]}
+    datasets.Dataset.from_dict(rows, features=features).to_parquet(str(parquet))
+    output = tmp_path / "run"
+    argv = ["--config", TINY_RUN, "--output_dir", str(output), "--report_to", "none", "--eval_steps", "0"]
+    argv += ["--max_steps", "3", "--per_device_train_batch_size", "4", "--checkpointing_steps", "0"]
+    assert main([*argv, "--logging_steps", "1", "--dataset", str(parquet)]) == 0
+    used = json.loads((output / "training_config.json").read_text())["data"]
+    assert used["source"] == "hf" and used["dataset"] == str(parquet)
+    summary = json.loads((output / "train_summary.json").read_text())
+    assert summary["step"] == 3 and summary["samples_seen"] == 12
