@@ -83,15 +83,15 @@ def test_bad_samples_and_truncated_shards_are_skipped_and_counted(shards):
     root, _ = shards
     stream = ImageTextStream(webdataset_source(str(root / "bad" / "shard-{000000..000001}.tar")), TRANSFORM)
     items = _collect(stream)
-    captions = {item["caption"] for item in items}
+    captions = {item["caption"] for item in items if "caption" in item}
     assert {"a red thing", "a blue thing"} <= captions
     skipped = Counter()
     for item in items:
         skipped.update(item["skipped"])
     assert skipped["bad_image"] == 1 and skipped["empty_caption"] == 1 and skipped["bad_caption"] == 1
-    assert skipped["corrupt_shard"] >= 1  # the truncated tar ends the shard early, counted, not raised
+    assert skipped["corrupt_shard"] == 1  # the truncated tar ends the shard early, counted once, not raised
     # the good samples before the truncation point of the second shard still came through
-    assert len(items) >= 3
+    assert len(captions) >= 3
 
 
 def test_collator_reports_skips_with_the_batch(shards):
