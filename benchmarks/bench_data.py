@@ -109,7 +109,7 @@ def loader_rate(args: argparse.Namespace, stream: ImageTextStream, collator: Ima
     for epoch in range(args.epochs + 1):
         count, start = 0, time.perf_counter()
         for batch in loader:
-            count += batch["pixel_values"].shape[0]
+            count += len(batch.get("pixel_values", ()))  # a batch of skip records only has no samples
         if epoch > 0:
             rates.append(count / (time.perf_counter() - start))
     total = statistics.median(rates)

@@ -58,20 +58,74 @@ def test_config_file_and_overrides(tmp_path):
         ({"data.source": "webdataset", "data.train_shards": "/nowhere/shard-{0..3}.tar"}, "do not exist"),
         ({"data.source": "hf", "data.dataset": "./missing-folder"}, "does not exist"),
         ({"data.source": "webdataset"}, "needs data.train_shards"),
-        ({"max_steps": 0}, "max_steps must be positive"),
+        ({"max_steps": 0}, "max_steps=0 is out of range"),
         ({"data.noun_extractor": "spacy-large"}, "spacy-large"),
         ({"push_to_hub": True}, "needs hub_model_id"),
         ({"per_device_train_batch_size": 1}, "global batch of at least 2"),
-        ({"loss.multi_label_target": "noun"}, r"loss.multi_label_target must be one of \('instance', 'semantic'\)"),
-        ({"loss.multi_label_group_pooling": "sum"}, "loss.multi_label_group_pooling must be one of"),
+        ({"loss.multi_label_target": "noun"}, "loss.multi_label_target='noun' is not one of"),
+        ({"loss.multi_label_group_pooling": "sum"}, "loss.multi_label_group_pooling='sum' is not one of"),
         ({"loss.group_diversity_weight": -1.0}, "loss.group_diversity_weight must be finite and >= 0"),
         ({"loss.multi_label_weight": float("nan")}, "loss.multi_label_weight must be finite"),
-        ({"mixed_precision": "fp8"}, "mixed_precision must be one of"),
+        ({"mixed_precision": "fp8"}, "mixed_precision='fp8' is not one of"),
     ],
 )
 def test_bad_config_fails_at_start(overrides, message):
     with pytest.raises(ValueError, match=message):
         validate_config(load_training_config(TINY_RUN, overrides))
+
+
+@pytest.mark.parametrize(
+    ("overrides", "error", "message"),
+    [
+        ({"max_grad_norm": -1.0}, ValueError, r"max_grad_norm=-1\.0 is out of range; allowed: \[0, inf\)"),
+        ({"min_learning_rate": -1e-5}, ValueError, r"min_learning_rate=-1e-05 is out of range; allowed: \[0, inf\)"),
+        ({"min_learning_rate": 0.5}, ValueError, r"min_learning_rate=0\.5 is above learning_rate=0\.001"),
+        ({"learning_rate": 0.0}, ValueError, r"learning_rate=0\.0 is out of range; allowed: \(0, inf\)"),
+        ({"learning_rate": "1e-3"}, TypeError, r"learning_rate='1e-3' has type str; expected float .*1\.0e-3"),
+        ({"logging_steps": 0}, ValueError, r"logging_steps=0 is out of range; allowed: \[1, inf\)"),
+        ({"max_steps": 100.5}, TypeError, r"max_steps=100\.5 has type float; expected int"),
+        ({"max_steps": True}, TypeError, r"max_steps=True has type bool; expected int"),
+        ({"checkpointing_steps": -5}, ValueError, r"checkpointing_steps=-5 is out of range; allowed: \[0, inf\)"),
+        ({"warmup_steps": -1}, ValueError, r"warmup_steps=-1 is out of range"),
+        ({"checkpoints_total_limit": 0}, ValueError, r"checkpoints_total_limit=0 is out of range"),
+        ({"adam_beta2": 1.0}, ValueError, r"adam_beta2=1\.0 is out of range; allowed: \[0, 1\)"),
+        ({"weight_decay": -0.1}, ValueError, r"weight_decay=-0\.1 is out of range"),
+        ({"gradient_accumulation_steps": 0}, ValueError, r"gradient_accumulation_steps=0 is out of range"),
+        ({"mixed_precision": "fp8"}, ValueError, r"mixed_precision='fp8' is not one of"),
+        ({"seed": -1}, ValueError, r"seed=-1 is out of range"),
+        ({"ddp_timeout": 0}, ValueError, r"ddp_timeout=0 is out of range; allowed: \[1, inf\)"),
+        ({"data.crop_scale": [0.9, 0.5]}, ValueError, r"data\.crop_scale=\(0\.9, 0\.5\) is invalid; allowed: 0 < low"),
+        ({"data.crop_scale": [0.0, 1.0]}, ValueError, r"data\.crop_scale=\(0\.0, 1\.0\) is invalid"),
+        ({"data.crop_scale": [0.5, 1.5]}, ValueError, r"data\.crop_scale=\(0\.5, 1\.5\) is invalid"),
+        ({"data.crop_scale": [0.5]}, TypeError, r"data\.crop_scale=\(0\.5,\) has type tuple"),
+        ({"data.crop_scale": 0.5}, TypeError, r"data\.crop_scale=0\.5 has type float; expected tuple"),
+        ({"data.num_workers": -1}, ValueError, r"data\.num_workers=-1 is out of range; allowed: \[0, inf\)"),
+        ({"data.hflip": 1.5}, ValueError, r"data\.hflip=1\.5 is out of range; allowed: \[0, 1\]"),
+        ({"data.image_size": 0}, ValueError, r"data\.image_size=0 is out of range"),
+        ({"data.shuffle_buffer_size": -1}, ValueError, r"data\.shuffle_buffer_size=-1 is out of range"),
+        ({"data.num_prompt_nouns": -1}, ValueError, r"data\.num_prompt_nouns=-1 is out of range"),
+        ({"data.source": "s3"}, ValueError, r"data\.source='s3' is not one of"),
+        ({"data.streaming": "yes"}, TypeError, r"data\.streaming='yes' has type str; expected bool"),
+        ({"model_overrides": {"projection_dimm": 8}}, ValueError, r"model_overrides\.projection_dimm"),
+        (
+            {"model_overrides": {"vision_config": {"depth": [1, 1]}}},
+            ValueError,
+            r"model_overrides\.vision_config\.depth'",
+        ),
+        ({"model_overrides": {"vision_config": 3}}, TypeError, r"model_overrides\.vision_config=3 must be a mapping"),
+    ],
+)
+def test_bad_values_are_refused_naming_field_value_and_range(overrides, error, message):
+    config = load_training_config(TINY_RUN, overrides)
+    with pytest.raises(error, match=message):
+        validate_config(config)
+    # the command line reports the same, before any step runs
+    assert (
+        pretrain_main(
+            ["--config", TINY_RUN, *[a for k, v in overrides.items() for a in ("--set", f"{k}={json.dumps(v)}")]]
+        )
+        == 2
+    )
 
 
 def test_unknown_keys_are_named():
@@ -181,16 +235,119 @@ def test_two_cpu_processes_train(tmp_path):
         "30",
     )
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533"]
-    result = subprocess.run(
-        [*command, str(ROOT / "scripts" / "pretrain.py"), *args], env=env, capture_output=True, text=True, timeout=600
+    # --standalone: rendezvous on a free port (a fixed port collides with a concurrent or orphaned run and can hang);
+    # --ddp_timeout: a stuck collective fails with a gloo timeout instead of waiting 30 minutes
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    process = subprocess.Popen(
+        [*command, str(ROOT / "scripts" / "pretrain.py"), *args, "--ddp_timeout", "180"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,  # its own process group: on timeout the workers are killed too, not orphaned
     )
-    assert result.returncode == 0, result.stderr[-3000:]
+    try:
+        output = process.communicate(timeout=540)[0]
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        output = process.communicate()[0]
+        pytest.fail(f"2-process run did not finish in 540 s:\n{output[-3000:]}")
+    assert process.returncode == 0, output[-3000:]
     summary = json.loads((tmp_path / "train_summary.json").read_text())
     assert summary["samples_seen"] == 30 * 16 * 2
     assert summary["loss"] < summary["first_loss"]
     states = sorted(p.name for p in (tmp_path / "checkpoint-30").glob("random_states_*"))
     assert states == ["random_states_0.pkl", "random_states_1.pkl"]
+
+
+def _png_bytes(color=(200, 10, 10)) -> bytes:
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (40, 30), color).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _planted_shard(path: Path) -> None:
+    """8 good pairs, a corrupt image, an empty caption, 2 good pairs, then the file ends inside a member.
+
+    With batches of 4 and no shuffling an epoch is: 2 full batches, a partial batch of 2 carrying the two sample
+    skips, and the truncated shard's skip after the last sample.
+    """
+    import io
+    import tarfile
+
+    def add(tar, name, data):
+        info = tarfile.TarInfo(name)
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+
+    with tarfile.open(path, "w") as tar:
+        for i in range(8):
+            add(tar, f"g{i}.png", _png_bytes((20 * i, 100, 50)))
+            add(tar, f"g{i}.txt", f"a red square number {i}".encode())
+        add(tar, "h.jpg", b"not an image")
+        add(tar, "h.txt", b"a broken image")
+        add(tar, "i.png", _png_bytes())
+        add(tar, "i.txt", b"  ")
+        for i in (8, 9):
+            add(tar, f"g{i}.png", _png_bytes((20 * i, 100, 50)))
+            add(tar, f"g{i}.txt", f"a red square number {i}".encode())
+        add(tar, "z.png", _png_bytes() * 50)
+    data = path.read_bytes()
+    path.write_bytes(data[: data.index(b"z.png") + 512 + 300])
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_skip_counts_in_the_summary_equal_what_was_planted(tmp_path, num_workers):
+    shard = tmp_path / "shard-000000.tar"
+    _planted_shard(shard)
+    args = [
+        *_args(tmp_path / "run", "--max_steps", "3", "--logging_steps", "1", "--checkpointing_steps", "0"),
+        *["--train_shards", str(shard), "--per_device_train_batch_size", "4", "--num_workers", str(num_workers)],
+    ]
+    # step 3 is the first batch of epoch 2, so all of epoch 1 (its partial batch and trailing skips) was consumed
+    assert pretrain_main(args) == 0
+    summary = json.loads((tmp_path / "run" / "train_summary.json").read_text())
+    assert summary["skipped"] == {"bad_image": 1, "empty_caption": 1, "corrupt_shard": 1}
+    assert summary["step"] == 3 and summary["samples_seen"] == 12
+
+
+@pytest.fixture()
+def fresh_accelerate_state():
+    """Accelerate keeps its state per process: reset it so that a run here reads the environment like a new launch."""
+    from accelerate.state import AcceleratorState, GradientState
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+    GradientState._reset_state()
+    yield
+    AcceleratorState._reset_state(reset_partial_state=True)
+    GradientState._reset_state()
+
+
+@pytest.mark.parametrize(
+    ("flags", "expected"),
+    [
+        ([], ("bf16", 2)),  # nothing set in the run: the launcher's choice
+        (["--mixed_precision", "no", "--gradient_accumulation_steps", "1"], ("no", 1)),  # explicit flags win
+        (["--set", "gradient_accumulation_steps=3"], ("bf16", 3)),  # as if from the run file
+    ],
+)
+def test_launcher_precision_and_accumulation_apply_unless_the_run_sets_them(
+    tmp_path, monkeypatch, fresh_accelerate_state, flags, expected
+):
+    # what `accelerate launch --mixed_precision bf16 --gradient_accumulation_steps 2` puts in the environment
+    monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "bf16")
+    monkeypatch.setenv("ACCELERATE_GRADIENT_ACCUMULATION_STEPS", "2")
+    steps = ["--max_steps", "2", "--logging_steps", "1", "--checkpointing_steps", "0"]
+    args = [*_args(tmp_path, *steps, *flags), "--per_device_train_batch_size", "4"]
+    assert pretrain_main(args) == 0
+    summary = json.loads((tmp_path / "train_summary.json").read_text())
+    _, accumulation = expected
+    assert (summary["mixed_precision"], summary["gradient_accumulation_steps"]) == expected
+    assert summary["step"] == 2 and summary["samples_seen"] == 2 * 4 * accumulation
 
 
 def test_push_to_hub_uploads_the_final_folder(tmp_path, monkeypatch):

@@ -30,7 +30,8 @@ class ImageTextCollator:
     Returns (from `__call__`):
         `pixel_values (B, 3, H, W)`, `input_ids`/`attention_mask (B, L)`, and with K > 0 `prompt_input_ids`/
         `prompt_attention_mask (B, K, L')` and `prompt_noun_ids (B, K)`; `skipped` maps a skip reason to the
-        count of samples skipped before this batch's samples.
+        count of samples skipped before this batch's samples. B counts only real samples: a batch made only of
+        sample-less skip records is `{"skipped": ...}` alone.
     """
 
     def __init__(
@@ -60,6 +61,13 @@ class ImageTextCollator:
     def __call__(self, items: list[dict[str, Any]]) -> dict[str, Any]:
         if not items:
             raise ValueError("ImageTextCollator got an empty list of samples")
+        skipped: Counter[str] = Counter()
+        for item in items:
+            skipped.update(item.get("skipped", {}))
+        # sample-less records carry only the skips a worker made after its last sample
+        items = [item for item in items if "pixel_values" in item]
+        if not items:
+            return {"skipped": dict(skipped)}
         captions = [item["caption"] for item in items]
         tokens = self._tokenize(captions)
         batch: dict[str, Any] = {
@@ -86,8 +94,5 @@ class ImageTextCollator:
             # a stable id per noun (-1: a padding copy of the caption), for the "semantic" multi-label targets
             noun_ids = [-1 if noun is None else zlib.crc32(noun.encode()) & 0x7FFFFFFF for _, noun in pairs]
             batch["prompt_noun_ids"] = torch.tensor(noun_ids).reshape(len(items), self.num_prompt_nouns)
-        skipped: Counter[str] = Counter()
-        for item in items:
-            skipped.update(item.get("skipped", {}))
         batch["skipped"] = dict(skipped)
         return batch

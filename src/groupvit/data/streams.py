@@ -3,8 +3,10 @@
 Every stream is an `IterableDataset` that shards itself over processes (rank) and DataLoader workers, shuffles with a
 seed that depends on the epoch, decodes and augments each sample, and yields only valid ones, so every batch is full
 (the cross-process gather of the loss needs equal batch sizes on all ranks). A sample whose image does not decode,
-whose caption is empty or not text, or a shard that is truncated, is skipped and counted: each yielded sample carries
-the skips its worker made since its previous sample, so the trainer's totals are exact.
+whose caption is empty or not text, or a shard that is truncated (counted once per shard), is skipped and counted:
+each yielded sample carries the skips its worker made since its previous sample, and a worker's last item of an epoch
+is a sample-less `{"skipped": ...}` record with the skips made after its last sample, so the trainer's totals are exact
+(`ImageTextCollator` keeps such records out of the batch).
 
 Resuming: a stream is a deterministic function of (seed, epoch, rank, worker), so the trainer restores the data
 position by restarting the epoch and discarding the batches it had already consumed.
@@ -65,10 +67,20 @@ def take_skips() -> dict[str, int]:
     return skips
 
 
-def _count_and_continue(exn: Exception) -> bool:
-    # webdataset handler: tar-level errors (truncated shard, unreadable member) are skipped and counted
-    record_skip("corrupt_shard", repr(exn))
-    return True
+def _shard_error_handler(url: str) -> Callable[[Exception], bool]:
+    """A webdataset handler for one shard: skip tar-level errors, counting a corrupt shard once.
+
+    A truncated tar raises twice (reading the cut member, then the next header); both are the same broken shard.
+    """
+    errors: list[Exception] = []
+
+    def handler(exn: Exception) -> bool:
+        if not errors:
+            record_skip("corrupt_shard", f"{url}: {exn!r}")
+        errors.append(exn)
+        return True
+
+    return handler
 
 
 def decode_image(value: Any) -> Image.Image:
@@ -157,10 +169,12 @@ class StreamPosition:
     num_workers: int
 
     @classmethod
-    def current(cls, seed: int, epoch: int) -> "StreamPosition":
-        rank, world = 0, 1
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            rank, world = torch.distributed.get_rank(), torch.distributed.get_world_size()
+    def current(cls, seed: int, epoch: int, rank: int | None = None, world: int | None = None) -> "StreamPosition":
+        """The position of the calling process and worker; `rank`/`world` default to torch.distributed's."""
+        if rank is None or world is None:
+            rank, world = 0, 1
+            if torch.distributed.is_available() and torch.distributed.is_initialized():
+                rank, world = torch.distributed.get_rank(), torch.distributed.get_world_size()
         info = get_worker_info()
         worker, num_workers = (info.id, info.num_workers) if info is not None else (0, 1)
         return cls(seed, epoch, rank, world, worker, num_workers)
@@ -184,6 +198,8 @@ class ImageTextStream(IterableDataset):
         transform: `transform(pil_image, rng) -> tensor`.
         seed: Base seed; the stream of epoch `e` is a deterministic function of (seed, e, rank, worker).
         shuffle_buffer_size: Buffer size of the sample-level shuffle (0 disables it).
+        rank: This process' rank among `world_size` (None: from `torch.distributed`, 0 when not initialised).
+        world_size: Number of processes sharing the data (None: from `torch.distributed`, 1 when not initialised).
     """
 
     def __init__(
@@ -192,8 +208,16 @@ class ImageTextStream(IterableDataset):
         transform: Callable[[Image.Image, random.Random], torch.Tensor],
         seed: int = 0,
         shuffle_buffer_size: int = 1000,
+        rank: int | None = None,
+        world_size: int | None = None,
     ) -> None:
         super().__init__()
+        if (rank is None) != (world_size is None) or (world_size is not None and not 0 <= rank < world_size):
+            raise ValueError(
+                f"rank={rank!r} and world_size={world_size!r} must both be set with 0 <= rank < world_size"
+            )
+        self.rank = rank
+        self.world_size = world_size
         self.source = source
         self.transform = transform
         self.seed = seed
@@ -204,7 +228,7 @@ class ImageTextStream(IterableDataset):
         self.epoch = epoch
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
-        position = StreamPosition.current(self.seed, self.epoch)
+        position = StreamPosition.current(self.seed, self.epoch, self.rank, self.world_size)
         rng = position.rng()
         raw = self.source(position, rng)
         for item in shuffle_buffer(raw, self.shuffle_buffer_size, rng):
@@ -218,6 +242,9 @@ class ImageTextStream(IterableDataset):
                 record_skip(exn.reason, str(exn))
                 continue
             yield {"pixel_values": pixel_values, "caption": caption, "skipped": take_skips()}
+        trailing = take_skips()
+        if trailing:  # skips after the last sample: a record without a sample, so that they are counted too
+            yield {"skipped": trailing}
 
 
 def webdataset_source(urls: str | list[str], resampled: bool = False) -> Callable[..., Iterator[Any]]:
@@ -245,11 +272,12 @@ def webdataset_source(urls: str | list[str], resampled: bool = False) -> Callabl
             if len(mine) < position.num_workers:
                 logger.warning("%d shards for %d workers on rank %d", len(mine), position.num_workers, position.rank)
             picks = ({"url": url} for url in islice(mine, position.worker, None, position.num_workers))
-        for sample in wds.tarfile_samples(picks, handler=_count_and_continue):
-            try:
-                yield _webdataset_fields(sample)
-            except SampleError as exn:
-                yield exn
+        for pick in picks:
+            for sample in wds.tarfile_samples([pick], handler=_shard_error_handler(pick["url"])):
+                try:
+                    yield _webdataset_fields(sample)
+                except SampleError as exn:
+                    yield exn
 
     source.num_shards = len(shards)
     return source
@@ -273,9 +301,11 @@ def hf_dataset_source(dataset: Any, image_column: str = "image", text_column: st
         from datasets.distributed import split_dataset_by_node
 
         def source(position: StreamPosition, rng: random.Random) -> Iterator[Any]:
+            # split over processes here; the split over DataLoader workers is done by `datasets` itself when it is
+            # iterated inside a worker (by shard), so slicing rows by worker again would drop data
             shard = split_dataset_by_node(dataset, rank=position.rank, world_size=position.world)
             shard = shard.shuffle(seed=position.seed + position.epoch, buffer_size=1000)
-            for row in islice(shard, position.worker, None, position.num_workers):
+            for row in shard:
                 yield row[image_column], row[text_column]
 
         return source

@@ -6,9 +6,11 @@ block `LossArguments`: the objective lives here, not in the model config that is
 """
 
 import dataclasses
+import glob
 import json
 import math
 import os
+import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +27,9 @@ class DataArguments:
     """Where the image-caption pairs come from and how they are augmented.
 
     Args:
-        source: `"synthetic"`, `"webdataset"` or `"hf"` (a `datasets` dataset).
+        source: `"synthetic"`, `"webdataset"` or `"hf"` (a `datasets` dataset). None (the default): `"hf"` when
+            `dataset` is set, `"webdataset"` when `train_shards` is, else `"synthetic"`. A source that contradicts
+            a set `dataset`/`train_shards` is an error, never a silent choice.
         train_shards: Webdataset shard pattern(s), brace-expandable (`"data/shard-{000000..000099}.tar"`).
         dataset: `datasets` source: a Hub id, a `save_to_disk` folder, an imagefolder directory, or parquet/arrow.
         split: Split of `dataset`.
@@ -48,7 +52,7 @@ class DataArguments:
         prompt_templates: Template set name for the noun prompts (`simple`, `imagenet_subset`, ...).
     """
 
-    source: Literal["synthetic", "webdataset", "hf"] = "synthetic"
+    source: Literal["synthetic", "webdataset", "hf"] | None = None
     train_shards: str | list[str] | None = None
     dataset: str | None = None
     split: str = "train"
@@ -69,6 +73,26 @@ class DataArguments:
     num_prompt_nouns: int = 3
     noun_extractor: str = "vocabulary"
     prompt_templates: str = "simple"
+
+    def __post_init__(self) -> None:
+        given = {
+            name: value for name, value in (("dataset", self.dataset), ("train_shards", self.train_shards)) if value
+        }
+        wanted = {"dataset": "hf", "train_shards": "webdataset"}
+        if self.source is None:
+            if len(given) > 1:
+                raise ValueError(
+                    f"data.dataset={self.dataset!r} and data.train_shards={self.train_shards!r} are both set: "
+                    "give one (or choose with data.source)"
+                )
+            self.source = wanted[next(iter(given))] if given else "synthetic"
+            return
+        for name, value in given.items():
+            if wanted[name] != self.source:
+                raise ValueError(
+                    f"data.{name}={value!r} is set but data.source={self.source!r}: it would be ignored. Set "
+                    f"data.source={wanted[name]!r} (or leave it unset), or remove data.{name}"
+                )
 
 
 @dataclass
@@ -105,7 +129,7 @@ class TrainingConfig:
         data: `DataArguments`.
         loss: `LossArguments`.
         per_device_train_batch_size: Batch per process and micro-step.
-        gradient_accumulation_steps: Micro-steps per optimizer step.
+        gradient_accumulation_steps: Micro-steps per optimizer step (None: the launcher's, else 1).
         max_steps: Optimizer steps of the whole run.
         learning_rate: Peak learning rate (for a global batch of 4096 when `scale_lr`).
         min_learning_rate: Final learning rate of the cosine (same scaling).
@@ -116,9 +140,11 @@ class TrainingConfig:
         adam_beta2: AdamW beta2.
         adam_epsilon: AdamW epsilon.
         max_grad_norm: Gradient clipping norm (paper: 5.0).
-        mixed_precision: `"no"`, `"bf16"` or `"fp16"`.
+        mixed_precision: `"no"`, `"bf16"` or `"fp16"` (None: the launcher's, else `"no"`).
         gradient_checkpointing: Recompute activations in the backward pass.
         torch_compile: Compile the model with `torch.compile`.
+        ddp_timeout: Seconds a collective (gradient all-reduce, loss gather, barrier) may wait for the other processes
+            before the run fails with a timeout error instead of hanging (transformers' `ddp_timeout`).
         seed: Seed of the model init, data order and augmentation.
         logging_steps: Log every N optimizer steps.
         checkpointing_steps: Save an Accelerate state every N steps (0: never).
@@ -131,6 +157,11 @@ class TrainingConfig:
         hub_model_id: Target repo id.
         hub_revision: Target branch.
         hub_private: Create the repo as private.
+
+    Precedence of `mixed_precision` and `gradient_accumulation_steps`: an explicit command-line flag, then the run
+    file, then the launcher (`accelerate launch --mixed_precision bf16 --gradient_accumulation_steps 4` sets
+    `ACCELERATE_MIXED_PRECISION` / `ACCELERATE_GRADIENT_ACCUMULATION_STEPS`), then `"no"` / 1. The values a run
+    actually used are logged and written to `train_summary.json`.
     """
 
     output_dir: str = "runs/groupvit"
@@ -140,7 +171,7 @@ class TrainingConfig:
     data: DataArguments = field(default_factory=DataArguments)
     loss: LossArguments = field(default_factory=LossArguments)
     per_device_train_batch_size: int = 256
-    gradient_accumulation_steps: int = 1
+    gradient_accumulation_steps: int | None = None
     max_steps: int = 30 * 6998
     learning_rate: float = 1.6e-3
     min_learning_rate: float = 4e-5
@@ -151,9 +182,10 @@ class TrainingConfig:
     adam_beta2: float = 0.999
     adam_epsilon: float = 1e-8
     max_grad_norm: float = 5.0
-    mixed_precision: Literal["no", "bf16", "fp16"] = "no"
+    mixed_precision: Literal["no", "bf16", "fp16"] | None = None
     gradient_checkpointing: bool = False
     torch_compile: bool = False
+    ddp_timeout: int = 1800
     seed: int = 0
     logging_steps: int = 10
     checkpointing_steps: int = 1000
@@ -176,7 +208,7 @@ class TrainingConfig:
         _check_keys(cls, values, "")
         _check_keys(DataArguments, data, "data.")
         _check_keys(LossArguments, loss, "loss.")
-        if "crop_scale" in data:
+        if isinstance(data.get("crop_scale"), list):  # YAML/JSON lists; anything else is reported by validate_config
             data["crop_scale"] = tuple(data["crop_scale"])
         return cls(**values, data=DataArguments(**data), loss=LossArguments(**loss))
 
@@ -189,13 +221,6 @@ def _check_keys(cls: type, values: dict[str, Any], prefix: str) -> None:
     unknown = sorted(set(values) - known)
     if unknown:
         raise ValueError(f"Unknown training config key(s) {[prefix + k for k in unknown]}; known: {sorted(known)}")
-
-
-def _check_literals(instance: Any, prefix: str) -> None:
-    """Every `Literal`-typed field of a dataclass holds one of its values."""
-    for name, hint in typing.get_type_hints(type(instance)).items():
-        if typing.get_origin(hint) is Literal and getattr(instance, name) not in typing.get_args(hint):
-            raise ValueError(f"{prefix}{name} must be one of {typing.get_args(hint)}, got {getattr(instance, name)!r}")
 
 
 def load_training_config(path: str | None, overrides: dict[str, Any] | None = None) -> TrainingConfig:
@@ -220,21 +245,151 @@ def load_training_config(path: str | None, overrides: dict[str, Any] | None = No
     return TrainingConfig.from_dict(values)
 
 
+# (lowest, highest) allowed value of the numeric fields; None: unbounded on that side. `_GREATER_THAN` fields must be
+# strictly above their lowest value. Types come from the dataclass annotations (`_check_type`).
+_RANGES: dict[str, tuple[float | None, float | None]] = {
+    "per_device_train_batch_size": (1, None),
+    "gradient_accumulation_steps": (1, None),
+    "max_steps": (1, None),
+    "learning_rate": (0, None),
+    "min_learning_rate": (0, None),
+    "warmup_steps": (0, None),
+    "weight_decay": (0, None),
+    "adam_beta1": (0, 1),
+    "adam_beta2": (0, 1),
+    "adam_epsilon": (0, None),
+    "max_grad_norm": (0, None),
+    "seed": (0, None),
+    "logging_steps": (1, None),
+    "ddp_timeout": (1, None),
+    "checkpointing_steps": (0, None),
+    "checkpoints_total_limit": (1, None),
+    "eval_steps": (0, None),
+    "eval_num_samples": (1, None),
+    "data.synthetic_num_samples": (1, None),
+    "data.synthetic_seed": (0, None),
+    "data.synthetic_image_size": (8, None),
+    "data.image_size": (8, None),
+    "data.hflip": (0, 1),
+    "data.color_jitter": (0, None),
+    "data.shuffle_buffer_size": (0, None),
+    "data.num_workers": (0, None),
+    "data.num_prompt_nouns": (0, None),
+}
+_GREATER_THAN = {"learning_rate", "adam_epsilon"}
+_BELOW = {"adam_beta1", "adam_beta2"}  # strictly below the highest value
+
+
+def _type_name(annotation: Any) -> str:
+    return getattr(annotation, "__name__", None) or str(annotation).replace("typing.", "")
+
+
+def _matches(value: Any, annotation: Any) -> bool:
+    """Whether `value` fits `annotation` (the subset of types used by the run configuration)."""
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if annotation is Any:
+        return True
+    if annotation is type(None):
+        return value is None
+    if origin in (types.UnionType, typing.Union):
+        return any(_matches(value, arg) for arg in args)
+    if origin is Literal:
+        return value in args
+    if annotation is bool:
+        return isinstance(value, bool)
+    if annotation is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if annotation is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if annotation is str:
+        return isinstance(value, str)
+    if origin is tuple:
+        return (
+            isinstance(value, tuple | list)
+            and len(value) == len(args)
+            and all(_matches(v, a) for v, a in zip(value, args, strict=True))
+        )
+    if origin is list:
+        return isinstance(value, list) and all(_matches(v, args[0]) for v in value)
+    if origin is dict or annotation is dict:
+        return isinstance(value, dict)
+    return isinstance(value, annotation) if isinstance(annotation, type) else True
+
+
+def _check_fields(instance: Any, prefix: str = "") -> None:
+    """Type and range of every field of a config dataclass, with the field, the value and what is allowed."""
+    for spec in dataclasses.fields(instance):
+        name, value = prefix + spec.name, getattr(instance, spec.name)
+        if dataclasses.is_dataclass(spec.type):
+            _check_fields(value, f"{name}.")
+            continue
+        if not _matches(value, spec.type):
+            origin = typing.get_origin(spec.type)
+            if origin is Literal or (
+                origin in (types.UnionType, typing.Union)
+                and any(typing.get_origin(a) is Literal for a in typing.get_args(spec.type))
+            ):
+                choices = [c for a in typing.get_args(spec.type) for c in (typing.get_args(a) or [a])]
+                choices = [None if c is type(None) else c for c in choices] if origin is not Literal else choices
+                raise ValueError(f"{name}={value!r} is not one of {choices}")
+            hint = " (YAML reads 1e-3 as text: write 1.0e-3)" if isinstance(value, str) and spec.type is float else ""
+            raise TypeError(
+                f"{name}={value!r} has type {type(value).__name__}; expected {_type_name(spec.type)}{hint}"
+            )
+        if name in _RANGES and value is not None:
+            low, high = _RANGES[name]
+            strict_low, strict_high = name in _GREATER_THAN, name in _BELOW
+            too_low = low is not None and (value <= low if strict_low else value < low)
+            too_high = high is not None and (value >= high if strict_high else value > high)
+            if too_low or too_high:
+                left = "(" if strict_low else "["
+                right = ")" if strict_high or high is None else "]"
+                allowed = f"{left}{low if low is not None else '-inf'}, {high if high is not None else 'inf'}{right}"
+                raise ValueError(f"{name}={value!r} is out of range; allowed: {allowed}")
+
+
+def _check_model_overrides(overrides: dict[str, Any], model_preset: str) -> None:
+    """Every key of `model_overrides` (and of its `vision_config`/`text_config`) must be a GroupViTConfig field."""
+    from groupvit.configuration_groupvit import GroupViTConfig
+
+    reference = GroupViTConfig.from_preset(model_preset)
+    known = set(reference.to_dict())
+    unknown = [f"model_overrides.{k}" for k in overrides if k not in known]
+    for sub in ("vision_config", "text_config"):
+        value = overrides.get(sub, {})
+        if not isinstance(value, dict):
+            raise TypeError(f"model_overrides.{sub}={value!r} must be a mapping of {sub} fields")
+        sub_known = set(getattr(reference, sub).to_dict())
+        unknown += [f"model_overrides.{sub}.{k}" for k in value if k not in sub_known]
+    if unknown:
+        raise ValueError(f"Unknown model config key(s) {sorted(unknown)}: not fields of GroupViTConfig")
+    GroupViTConfig.from_preset(model_preset, **overrides)  # the config's own value checks
+
+
 def validate_config(config: TrainingConfig, num_processes: int = 1) -> None:
-    """Fail at start, with the offending field, on settings that would fail later."""
+    """Fail at start, with the offending field, its value and the allowed range, on settings that would fail later.
+
+    Raises:
+        TypeError: A field has the wrong type (a float `max_steps`, a text learning rate).
+        ValueError: A value is out of range, unknown, or inconsistent with another field.
+    """
     if config.model_preset not in available_presets():
         raise ValueError(f"Unknown model_preset {config.model_preset!r}; available: {available_presets()}")
-    positive = ("per_device_train_batch_size", "gradient_accumulation_steps", "max_steps", "learning_rate")
-    for name in positive:
-        if getattr(config, name) <= 0:
-            raise ValueError(f"{name} must be positive, got {getattr(config, name)}")
-    for instance, prefix in ((config, ""), (config.data, "data."), (config.loss, "loss.")):
-        _check_literals(instance, prefix)
+    _check_fields(config)
+    if config.min_learning_rate > config.learning_rate:
+        raise ValueError(
+            f"min_learning_rate={config.min_learning_rate!r} is above learning_rate={config.learning_rate!r}; "
+            f"allowed: [0, learning_rate]"
+        )
+    _check_model_overrides(config.model_overrides, config.model_preset)
     for name in ("multi_label_weight", "group_diversity_weight"):
         value = getattr(config.loss, name)
         if not math.isfinite(value) or value < 0:
             raise ValueError(f"loss.{name} must be finite and >= 0, got {value!r}")
     data = config.data
+    low, high = data.crop_scale
+    if not 0 < low <= high <= 1:
+        raise ValueError(f"data.crop_scale={tuple(data.crop_scale)!r} is invalid; allowed: 0 < low <= high <= 1")
     if data.source == "webdataset":
         if not data.train_shards:
             raise ValueError("data.source='webdataset' needs data.train_shards")
@@ -251,12 +406,8 @@ def validate_config(config: TrainingConfig, num_processes: int = 1) -> None:
         if not data.dataset:
             raise ValueError("data.source='hf' needs data.dataset (a Hub id or a local path)")
         looks_local = data.dataset.startswith((".", "/")) or data.dataset.endswith((".parquet", ".arrow"))
-        if looks_local and not os.path.exists(data.dataset):
+        if looks_local and not glob.glob(data.dataset):  # a path, or a pattern such as `data/*.parquet`
             raise ValueError(f"data.dataset path does not exist: {data.dataset!r}")
-    elif data.source != "synthetic":
-        raise ValueError(f"data.source must be 'synthetic', 'webdataset' or 'hf', got {data.source!r}")
-    if data.num_prompt_nouns < 0:
-        raise ValueError(f"data.num_prompt_nouns must be >= 0, got {data.num_prompt_nouns}")
     get_noun_extractor(data.noun_extractor)
     get_templates(data.prompt_templates)
     if config.push_to_hub and not config.hub_model_id:
@@ -265,5 +416,9 @@ def validate_config(config: TrainingConfig, num_processes: int = 1) -> None:
         raise ValueError("The contrastive loss needs a global batch of at least 2 image-caption pairs")
 
 
-def global_batch_size(config: TrainingConfig, num_processes: int) -> int:
-    return config.per_device_train_batch_size * config.gradient_accumulation_steps * num_processes
+def global_batch_size(
+    config: TrainingConfig, num_processes: int, gradient_accumulation_steps: int | None = None
+) -> int:
+    """Pairs per optimizer step; `gradient_accumulation_steps` (what the run resolved) replaces the config's."""
+    accumulation = gradient_accumulation_steps or config.gradient_accumulation_steps or 1
+    return config.per_device_train_batch_size * accumulation * num_processes

@@ -14,6 +14,7 @@ Decisions, where the paper and the original code leave room:
   stays per-process BatchNorm.
 """
 
+import datetime
 import itertools
 import json
 import logging
@@ -39,7 +40,7 @@ from groupvit.data.streams import (
 from groupvit.data.transforms import transform_from_processor
 from groupvit.modeling_groupvit import GroupViTModel, chain_groupings
 from groupvit.processing_groupvit import GroupViTProcessor
-from groupvit.training.checkpointing import TRAINER_STATE, list_checkpoints, resolve_checkpoint, save_checkpoint
+from groupvit.training.checkpointing import list_checkpoints, load_checkpoint, resolve_checkpoint, save_checkpoint
 from groupvit.training.config import (
     REFERENCE_BATCH_SIZE,
     DataArguments,
@@ -172,20 +173,25 @@ def zero_shot_classification(
 # --------------------------------------------------------------------------------------------------------------------
 
 
-def _batches(loader: DataLoader, stream: ImageTextStream, epoch: int, skip: int):
+def _batches(loader: DataLoader, stream: ImageTextStream, epoch: int, skip: int, batch_size: int):
     """Yield `(epoch, index_in_epoch, batch)` forever, starting `skip` batches into `epoch`.
 
-    Skipped batches are loaded and dropped: the stream is deterministic, so this restores the exact data position.
+    Every batch of the loader is yielded, partial ones (a worker's last, or one made only of skip records) included,
+    so that the caller counts their skips before dropping them. Skipped batches are loaded and dropped: the stream is
+    deterministic, so this restores the exact data position.
     """
     while True:
         stream.set_epoch(epoch)
-        count = 0
+        count = full = 0
         for batch in loader:
             count += 1
+            full += len(batch.get("pixel_values", ())) == batch_size
             if count > skip:
                 yield epoch, count - 1, batch
-        if count == 0:
-            raise RuntimeError(f"The training stream yielded no batch in epoch {epoch}: too few valid samples")
+        if full == 0 and count >= skip:
+            raise RuntimeError(
+                f"The training stream yielded no full batch of {batch_size} in epoch {epoch}: too few valid samples"
+            )
         if count < skip:
             raise RuntimeError(f"Epoch {epoch} has {count} batches, fewer than the {skip} to skip on resume")
         skip = 0
@@ -198,24 +204,14 @@ def train(config: TrainingConfig) -> dict[str, Any]:
     Returns:
         Summary: final step, last logged losses, samples/s, skipped-sample counts, validation accuracy.
     """
-    from accelerate import Accelerator
-    from accelerate.utils import ProjectConfiguration, set_seed
+    from accelerate.utils import set_seed
     from tqdm.auto import tqdm
     from transformers import get_scheduler
 
     trackers = _available_trackers(config.report_to)
-    # Accelerate only sets up multi-process CPU (gloo) training when asked for the CPU explicitly; do that for a
-    # multi-process launch on a machine without CUDA, so `torchrun`/`accelerate launch --multi_gpu` work there too
-    multi_cpu = not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1
-    accelerator = Accelerator(
-        cpu=multi_cpu,
-        mixed_precision=config.mixed_precision,
-        gradient_accumulation_steps=config.gradient_accumulation_steps,
-        log_with=trackers or None,
-        project_config=ProjectConfiguration(project_dir=config.output_dir, logging_dir=f"{config.output_dir}/logs"),
-    )
-    validate_config(config, accelerator.num_processes)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    accelerator = _make_accelerator(config, trackers)
+    validate_config(config, accelerator.num_processes)
     set_seed(config.seed)
     Path(config.output_dir).mkdir(parents=True, exist_ok=True)
 
@@ -227,7 +223,7 @@ def train(config: TrainingConfig) -> dict[str, Any]:
     if accelerator.num_processes > 1 and accelerator.device.type == "cuda":
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
 
-    batch = global_batch_size(config, accelerator.num_processes)
+    batch = global_batch_size(config, accelerator.num_processes, accelerator.gradient_accumulation_steps)
     factor = batch / REFERENCE_BATCH_SIZE if config.scale_lr else 1.0
     optimizer = torch.optim.AdamW(
         parameter_groups(model, config.weight_decay, loss_fn),
@@ -250,23 +246,24 @@ def train(config: TrainingConfig) -> dict[str, Any]:
         batch_size=config.per_device_train_batch_size,
         collate_fn=collator,
         num_workers=config.data.num_workers,
-        drop_last=True,
+        # partial batches (each worker's last) come through so that their skip counts are kept; the loop drops them
+        drop_last=False,
         # its own generator: creating an iterator must not consume the global RNG that the checkpoint restores
         generator=torch.Generator().manual_seed(config.seed),
     )
     # the loader shards itself over processes, so it is not passed to `prepare`; the scheduler is stepped by us
-    # once per optimizer step and saved through `register_for_checkpointing`
+    # once per optimizer step and checkpointed as JSON by `save_checkpoint` (not `register_for_checkpointing`, whose
+    # objects Accelerate reloads with full unpickling)
     model, optimizer = accelerator.prepare(model, optimizer)
-    accelerator.register_for_checkpointing(scheduler)
-    accelerator.register_for_checkpointing(loss_fn)  # the multi-label temperature trains and resumes with the rest
+    # the multi-label temperature trains and resumes with the rest (its state is verified data-only on resume)
+    accelerator.register_for_checkpointing(loss_fn)
     if config.torch_compile:
         model = torch.compile(model)
 
     state = {"step": 0, "epoch": 0, "batches_in_epoch": 0, "samples_seen": 0, "skipped": {}}
     checkpoint = resolve_checkpoint(config.output_dir, config.resume_from_checkpoint)
     if checkpoint is not None:
-        accelerator.load_state(str(checkpoint))
-        state = json.loads((checkpoint / TRAINER_STATE).read_text())
+        state = load_checkpoint(accelerator, checkpoint, scheduler)
         logger.info("Resumed from %s at step %d", checkpoint, state["step"])
     if trackers:
         accelerator.init_trackers("groupvit", config=_flat_config(config))
@@ -278,12 +275,16 @@ def train(config: TrainingConfig) -> dict[str, Any]:
     progress = tqdm(
         total=config.max_steps, initial=state["step"], disable=not accelerator.is_local_main_process, desc="train"
     )
-    batches = _batches(loader, stream, state["epoch"], state["batches_in_epoch"])
+    batches = _batches(loader, stream, state["epoch"], state["batches_in_epoch"], config.per_device_train_batch_size)
     model.train()
     window_start, window_samples = time.perf_counter(), 0
     while state["step"] < config.max_steps:
         epoch, index, batch = next(batches)
         skipped.update(batch.pop("skipped"))
+        if len(batch.get("pixel_values", ())) < config.per_device_train_batch_size:
+            # a partial batch: dropped (every rank must contribute equal batches to the gathered loss), skips kept
+            state.update(epoch=epoch, batches_in_epoch=index + 1)
+            continue
         batch = {k: v.to(accelerator.device, non_blocking=True) for k, v in batch.items()}
         log_now = (state["step"] + 1) % config.logging_steps == 0 and accelerator.sync_gradients
         with accelerator.accumulate(model):
@@ -300,11 +301,11 @@ def train(config: TrainingConfig) -> dict[str, Any]:
             optimizer.zero_grad(set_to_none=True)
         state.update(epoch=epoch, batches_in_epoch=index + 1)
         window_samples += batch["pixel_values"].shape[0] * accelerator.num_processes
+        state["samples_seen"] += batch["pixel_values"].shape[0] * accelerator.num_processes  # every micro-batch
         if not accelerator.sync_gradients:
             continue
         scheduler.step()
         state["step"] += 1
-        state["samples_seen"] += batch["pixel_values"].shape[0] * accelerator.num_processes
         progress.update(1)
 
         if state["step"] % config.logging_steps == 0:
@@ -329,11 +330,19 @@ def train(config: TrainingConfig) -> dict[str, Any]:
             history.append({"step": state["step"], "eval/zero_shot_accuracy": accuracy})
         if config.checkpointing_steps and state["step"] % config.checkpointing_steps == 0:
             state["skipped"] = dict(skipped)
-            save_checkpoint(accelerator, config.output_dir, state, config.checkpoints_total_limit)
+            save_checkpoint(accelerator, config.output_dir, state, config.checkpoints_total_limit, scheduler)
     progress.close()
 
     total_skipped = _gather_counts(accelerator, skipped)
-    summary.update(step=state["step"], samples_seen=state["samples_seen"], skipped=total_skipped, history=history)
+    summary.update(
+        step=state["step"],
+        samples_seen=state["samples_seen"],
+        skipped=total_skipped,
+        mixed_precision=accelerator.mixed_precision,
+        gradient_accumulation_steps=accelerator.gradient_accumulation_steps,
+        num_processes=accelerator.num_processes,
+        history=history,
+    )
     if sum(total_skipped.values()):
         logger.warning("Skipped %d bad samples: %s", sum(total_skipped.values()), total_skipped)
     accelerator.wait_for_everyone()
@@ -354,6 +363,48 @@ def _average_gradients(accelerator: Any, loss_fn: torch.nn.Module) -> None:
     for param in loss_fn.parameters():
         if param.grad is not None:
             param.grad.copy_(accelerator.reduce(param.grad, reduction="mean"))
+
+
+def _make_accelerator(config: TrainingConfig, trackers: list[str]) -> Any:
+    """The run's `Accelerator`. Precedence: flag > run file > launcher environment > default (see `TrainingConfig`)."""
+    from accelerate import Accelerator
+    from accelerate.utils import GradientAccumulationPlugin, InitProcessGroupKwargs, ProjectConfiguration
+
+    # Accelerate only sets up multi-process CPU (gloo) training when asked for the CPU explicitly; do that for a
+    # multi-process launch on a machine without CUDA, so `torchrun`/`accelerate launch --multi_gpu` work there too
+    multi_cpu = not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1
+    # None leaves the choice to Accelerate, which reads the launcher's ACCELERATE_* variables; an explicit
+    # accumulation goes in as a plugin, because a plain `gradient_accumulation_steps=` loses to the variable
+    accumulation = {}
+    if config.gradient_accumulation_steps is not None:
+        accumulation["gradient_accumulation_plugin"] = GradientAccumulationPlugin(
+            num_steps=config.gradient_accumulation_steps
+        )
+    accelerator = Accelerator(
+        cpu=multi_cpu,
+        mixed_precision=config.mixed_precision,
+        log_with=trackers or None,
+        project_config=ProjectConfiguration(project_dir=config.output_dir, logging_dir=f"{config.output_dir}/logs"),
+        # a process that dies or stalls makes the others fail after this long instead of waiting for ever
+        kwargs_handlers=[InitProcessGroupKwargs(timeout=datetime.timedelta(seconds=config.ddp_timeout))],
+        **accumulation,
+    )
+
+    def origin(value: Any, variable: str) -> str:
+        if value is not None:
+            return "run config"
+        return f"launcher {variable}" if variable in os.environ else "default"
+
+    logger.info(
+        "Mixed precision: %s (%s); gradient accumulation: %d (%s); %d process(es) on %s",
+        accelerator.mixed_precision,
+        origin(config.mixed_precision, "ACCELERATE_MIXED_PRECISION"),
+        accelerator.gradient_accumulation_steps,
+        origin(config.gradient_accumulation_steps, "ACCELERATE_GRADIENT_ACCUMULATION_STEPS"),
+        accelerator.num_processes,
+        accelerator.device,
+    )
+    return accelerator
 
 
 def _step_logs(
