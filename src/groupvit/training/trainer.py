@@ -38,8 +38,9 @@ from groupvit.data.streams import (
     webdataset_source,
 )
 from groupvit.data.transforms import transform_from_processor
-from groupvit.modeling_groupvit import GroupViTModel, chain_groupings
+from groupvit.modeling_groupvit import GroupViTModel
 from groupvit.processing_groupvit import GroupViTProcessor
+from groupvit.segmentation.scoring import chained_stages, count_used_groups
 from groupvit.training.checkpointing import list_checkpoints, load_checkpoint, resolve_checkpoint, save_checkpoint
 from groupvit.training.config import (
     REFERENCE_BATCH_SIZE,
@@ -50,6 +51,7 @@ from groupvit.training.config import (
     validate_config,
 )
 from groupvit.training.losses import GroupViTPretrainingLoss
+from groupvit.utils import eval_mode
 
 logger = logging.getLogger(__name__)
 
@@ -130,18 +132,6 @@ def parameter_groups(model: torch.nn.Module, weight_decay: float, *others: torch
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
-def count_used_groups(groupings: tuple[torch.Tensor, ...]) -> list[float]:
-    """Mean number of groups per image that receive at least one patch, after each grouping stage."""
-    used = []
-    for stage in range(len(groupings)):
-        # (batch, groups, patches): argmax over groups of the chained assignment
-        chained = chain_groupings(groupings[: stage + 1])
-        winners = chained.argmax(dim=1)
-        counts = torch.zeros(chained.shape[:2], device=chained.device).scatter_(1, winners, 1.0)
-        used.append(counts.sum(dim=1).mean().item())
-    return used
-
-
 # --------------------------------------------------------------------------------------------------------------------
 # Validation
 # --------------------------------------------------------------------------------------------------------------------
@@ -152,19 +142,17 @@ def zero_shot_classification(
     model: GroupViTModel, processor: GroupViTProcessor, samples: list[Any], class_names: list[str], device: Any
 ) -> float:
     """Share of images whose top-scoring class prompt names a class present in the image."""
-    was_training = model.training
-    model.eval()
     prompts = [f"a photo of a {name}." for name in class_names]
-    text = processor(text=prompts, return_tensors="pt", padding=True).to(device)
-    text_embeds = torch.nn.functional.normalize(model.get_text_features(**text).pooler_output, dim=-1)
     hits = 0
-    for start in range(0, len(samples), 64):
-        chunk = samples[start : start + 64]
-        pixel_values = processor(images=[s.image for s in chunk], return_tensors="pt")["pixel_values"].to(device)
-        image_embeds = torch.nn.functional.normalize(model.get_image_features(pixel_values).pooler_output, dim=-1)
-        best = (image_embeds @ text_embeds.t()).argmax(dim=-1).tolist()
-        hits += sum(class_names[b] in s.classes for b, s in zip(best, chunk, strict=True))
-    model.train(was_training)
+    with eval_mode(model):
+        text = processor(text=prompts, return_tensors="pt", padding=True).to(device)
+        text_embeds = torch.nn.functional.normalize(model.get_text_features(**text).pooler_output, dim=-1)
+        for start in range(0, len(samples), 64):
+            chunk = samples[start : start + 64]
+            pixel_values = processor(images=[s.image for s in chunk], return_tensors="pt")["pixel_values"].to(device)
+            image_embeds = torch.nn.functional.normalize(model.get_image_features(pixel_values).pooler_output, dim=-1)
+            best = (image_embeds @ text_embeds.t()).argmax(dim=-1).tolist()
+            hits += sum(class_names[b] in s.classes for b, s in zip(best, chunk, strict=True))
     return hits / max(1, len(samples))
 
 
@@ -312,7 +300,7 @@ def train(config: TrainingConfig) -> dict[str, Any]:
             elapsed = time.perf_counter() - window_start
             logs = _step_logs(accelerator, model, losses, scheduler, skipped, window_samples / elapsed)
             if outputs.vision_model_output.attentions:
-                for i, used in enumerate(count_used_groups(outputs.vision_model_output.attentions)):
+                for i, used in enumerate(count_used_groups(chained_stages(outputs.vision_model_output.attentions))):
                     logs[f"groups_used/stage{i + 1}"] = used
             accelerator.log(logs, step=state["step"])
             progress.set_postfix(loss=f"{logs['loss']:.3f}", samples_s=f"{logs['samples_per_second']:.1f}")
@@ -508,7 +496,6 @@ __all__ = [
     "build_loss",
     "build_model",
     "build_train_stream",
-    "count_used_groups",
     "list_checkpoints",
     "load_training_config",
     "parameter_groups",
