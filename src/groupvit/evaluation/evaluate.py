@@ -26,7 +26,7 @@ from PIL import Image
 from groupvit.evaluation.confusion import ConfusionMatrix
 from groupvit.evaluation.diagnostics import GroupingDiagnostics
 from groupvit.segmentation.protocols import SegmentationProtocol, get_protocol
-from groupvit.segmentation.segmenter import GroupViTSegmenter
+from groupvit.segmentation.segmenter import GroupViTSegmenter, resize_logits
 from groupvit.segmentation.visualization import colorize, grid, group_overlay, label_colors, legend, overlay
 
 logger = logging.getLogger(__name__)
@@ -169,14 +169,15 @@ def evaluate_segmentation(
         result = segmenter.segment(sample.image, labels, options=options, text_embeds=text_embeds)[0]
         # in the annotations' numbering: 0 background, 1..C the labels
         prediction = result.label_map.cpu().numpy() + (0 if with_background else 1)
-        label_logits = result.label_logits
-        if not with_background:
-            if (sample.annotation == 0).any():
-                raise ValueError(
-                    f"{protocol.name}: annotation {sample.name!r} holds background (0) pixels, but the protocol has "
-                    "no background class (background_threshold=None)"
-                )
-            if result.group_maps:  # the diagnostics read the labels' logits after a background row
+        if not with_background and (sample.annotation == 0).any():
+            raise ValueError(
+                f"{protocol.name}: annotation {sample.name!r} holds background (0) pixels, but the protocol has no "
+                "background class (background_threshold=None)"
+            )
+        label_logits = None
+        if result.group_maps:  # the diagnostics (one window only) read the labels' logits after a background row
+            label_logits = resize_logits(result.label_logits, tuple(result.label_map.shape))
+            if not with_background:
                 label_logits = torch.cat([label_logits.new_full((1, *label_logits.shape[1:]), -1.0), label_logits])
         if prediction.shape != sample.annotation.shape:
             raise ValueError(

@@ -203,7 +203,8 @@ class ZeroShotImageSegmentationPipeline(Pipeline):
         for index, label in enumerate(result.labels):
             if present[index] == 0:
                 continue
-            mask = PIL.Image.fromarray(((label_map == index) * 255).astype(np.uint8))  # mode "L"
+            # bool -> uint8 in place of an int64 temporary (8 bytes a pixel)
+            mask = PIL.Image.fromarray((label_map == index).view(np.uint8) * np.uint8(255))  # mode "L"
             outputs.append({"label": label, "score": float(result.scores[index]), "mask": mask})
         return outputs
 

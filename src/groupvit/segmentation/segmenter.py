@@ -11,6 +11,12 @@ image processor, then cut into `window` x `window` crops with `stride` (448/224)
 overlap (`mode="slide"`), or run at once (`mode="whole"`); the averaged logits are resized to the original image size
 and arg-maxed.
 
+Memory stays bounded whatever the image size and the number of labels: the logits are kept at the resolution of the
+resized image (`(K, h, w)`, at most `short_side` x `max_long_side`), the pixel logits of a batch of windows are made
+one window at a time, and the resize to the original size runs a few labels at a time with a running arg-max, so
+the `(K, H, W)` logits at the original size never exist (:meth:`SegmentationResult.full_size_logits` makes them on
+request). The label map is the same as arg-maxing the full resized logits.
+
 Crops are fed to the model at their own size, as in mmseg 0.18 (no padding to the window size): a crop whose side is
 not a multiple of the patch size is resized to the nearest multiple for the model, and the grouping maps are resized
 back to the crop. So a window at least as large as the image gives exactly the `mode="whole"` result.
@@ -24,7 +30,9 @@ Example:
     >>> segmenter = GroupViTSegmenter(model, GroupViTProcessor.from_bundled(image_size=32), short_side=32, window=32)
     >>> result = segmenter.segment(PIL.Image.new("RGB", (48, 40)), ["cat", "dog"], background_threshold=0.9)[0]
     >>> result.label_logits.shape, result.label_map.shape, result.labels
-    (torch.Size([3, 40, 48]), torch.Size([40, 48]), ['cat', 'dog', 'background'])
+    (torch.Size([3, 32, 38]), torch.Size([40, 48]), ['cat', 'dog', 'background'])
+    >>> result.full_size_logits().shape
+    torch.Size([3, 40, 48])
 
     ```
 """
@@ -57,7 +65,7 @@ from groupvit.utils import eval_mode
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["GroupViTSegmenter", "SegmentationResult"]
+__all__ = ["GroupViTSegmenter", "SegmentationResult", "resize_logits", "upsampled_argmax"]
 
 
 @dataclass
@@ -67,9 +75,11 @@ class SegmentationResult:
     Args:
         labels: Class names indexed by `label_map`: the candidate labels, plus `"background"` at `background_index`
             when the background class is enabled (last by default, first with `background_first=True`).
-        label_logits: `(K, H, W)` float32 logits at the original image size, `K = C` or `C + 1`.
-        label_map: `(H, W)` int64 arg-max of `label_logits`, an index into `labels`.
-        scores: `(K,)` mean logit of each label over the pixels it wins (0 where it wins none).
+        label_logits: `(K, h, w)` float32 logits at the resolution of the model input (the image after the
+            short-side resize), `K = C` or `C + 1`; :meth:`full_size_logits` resizes them to the original size.
+        label_map: `(H, W)` int64 arg-max of the logits resized to the original image size, an index into `labels`.
+        scores: `(K,)` a confidence in `[0, 1]` per label (0 where it wins no pixel), see
+            :meth:`GroupViTSegmenter.finalize`.
         image_scores: `(C,)` image-level label probabilities (softmax of the scaled image-text similarities), averaged
             over the windows.
         background_index: Index of the background in `labels`, or None.
@@ -86,10 +96,78 @@ class SegmentationResult:
     background_index: int | None = None
     group_maps: tuple[torch.Tensor, ...] | None = None
 
+    def full_size_logits(self) -> torch.Tensor:
+        """The `(K, H, W)` logits at the original image size (`label_map` is their arg-max); `K x H x W` floats."""
+        return resize_logits(self.label_logits, tuple(self.label_map.shape))
+
     def masks(self) -> dict[str, torch.Tensor]:
         """`{label: (H, W) bool mask}` for every label that wins at least one pixel, in label order."""
         present = torch.bincount(self.label_map.flatten(), minlength=len(self.labels))
         return {label: self.label_map == i for i, label in enumerate(self.labels) if present[i] > 0}
+
+
+def resize_logits(logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """`(K, h, w)` logits resized bilinearly (`align_corners=False`) to `size`, float32 (itself when same size)."""
+    if tuple(logits.shape[-2:]) == tuple(size):
+        return logits.float()
+    # (K, h, w) -> (K, H, W)
+    return F.interpolate(logits[None].float(), size=tuple(size), mode="bilinear", align_corners=False)[0]
+
+
+def upsampled_argmax(
+    logits: torch.Tensor,
+    size: tuple[int, int],
+    background_index: int | None = None,
+    max_elements: int = 1 << 24,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Arg-max over labels of `(K, h, w)` logits resized bilinearly to `size`, without making the `(K, H, W)` tensor.
+
+    The labels are resized in chunks of about `max_elements` values (one label at a time for a large image) and
+    folded into a running maximum, so peak memory is a few `H x W` planes whatever `K`. The result equals
+    `F.interpolate(logits[None], size, mode="bilinear", align_corners=False)[0].argmax(0)` (ties go to the first
+    label, as `argmax`), since bilinear resizing treats every channel alone.
+
+    Args:
+        logits: `(K, h, w)` logits.
+        size: `(H, W)` to resize to.
+        background_index: The background row, if any: it gets a chunk of its own and stays out of `best_label`.
+        max_elements: Resized values per chunk.
+
+    Returns:
+        `label_map` `(H, W)` int64, the winning logit `(H, W)`, and the best non-background logit `(H, W)` (None
+        without a background row).
+    """
+    num_labels = logits.shape[0]
+    height, width = size
+    resize = tuple(logits.shape[-2:]) != (height, width)
+    step = max(1, max_elements // (height * width))
+    cuts = {0, num_labels, *range(0, num_labels, step)}
+    if background_index is not None:
+        cuts |= {background_index, background_index + 1}
+    cuts = sorted(cuts)
+    best = label_map = best_label = None
+    for start, stop in zip(cuts[:-1], cuts[1:], strict=True):
+        part = logits[start:stop]
+        if resize:
+            part = resize_logits(part, size)
+        if stop - start == 1:
+            value, index = part[0], None
+        else:
+            value, index = part.max(0)  # first maximum on ties, as argmax
+        if best is None:
+            best = value.clone()
+            label_map = index + start if index is not None else torch.full_like(value, start, dtype=torch.int64)
+        else:
+            better = value > best  # strictly: an earlier label keeps a tie
+            torch.maximum(best, value, out=best)
+            if index is None:
+                label_map.masked_fill_(better, start)
+            else:
+                label_map = torch.where(better, index + start, label_map)
+        if background_index is not None and start != background_index:
+            best_label = value.clone() if best_label is None else torch.maximum(best_label, value, out=best_label)
+        del part, value, index
+    return label_map, best, best_label
 
 
 class GroupViTSegmenter:
@@ -257,8 +335,9 @@ class GroupViTSegmenter:
 
     def _forward_windows(
         self, crops: torch.Tensor, text_embeds: torch.Tensor, opts: SegmentationOptions
-    ) -> tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor, ...]]:
-        """Logits `(B, K, h, w)`, image probabilities `(B, C)` and stage maps of a batch of same-size crops."""
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, tuple[torch.Tensor, ...]]:
+        """Pixel -> group maps `(B, G, h, w)`, group scores `(B, G, C)`, image probabilities `(B, C)` and stage
+        maps of a batch of same-size crops (the `(K, h, w)` pixel logits are made one window at a time)."""
         height, width = crops.shape[-2:]
         patch = self.patch_size
         pixel_values = fit_to_patches(crops.to(self.device, torch.float32), patch)
@@ -274,10 +353,7 @@ class GroupViTSegmenter:
         maps = tuple(m.to(group_embeds.device) for m in maps)
         # (B, G, grid_h, grid_w) -> (B, G, h, w)
         pixel_maps = F.interpolate(maps[-1], size=(height, width), mode="bilinear", align_corners=False)
-        logits = pixel_label_logits(
-            pixel_maps, group_scores, opts.background_threshold, opts.assignment, opts.score_mode
-        )
-        return logits, image_probs, maps
+        return pixel_maps, group_scores, image_probs, maps
 
     @torch.inference_mode()
     def predict_logits(
@@ -325,9 +401,17 @@ class GroupViTSegmenter:
                     chunk = crop_jobs[start : start + opts.window_batch_size]
                     # (B, 3, h, w): same-size crops of one or more images
                     crops = torch.cat([pixel_values[i][..., y1:y2, x1:x2] for i, (y1, y2, x1, x2) in chunk])
-                    logits, probs, maps = self._forward_windows(crops, text_embeds, opts)
+                    pixel_maps, group_scores, probs, maps = self._forward_windows(crops, text_embeds, opts)
                     for j, (i, (y1, y2, x1, x2)) in enumerate(chunk):
-                        sums[i][:, y1:y2, x1:x2] += logits[j]
+                        # (1, K, h, w) for this window only: the batch's logits would be B x K x h x w floats
+                        logits = pixel_label_logits(
+                            pixel_maps[j : j + 1],
+                            group_scores[j : j + 1],
+                            opts.background_threshold,
+                            opts.assignment,
+                            opts.score_mode,
+                        )[0]
+                        sums[i][:, y1:y2, x1:x2] += logits
                         counts[i][:, y1:y2, x1:x2] += 1
                         image_scores[i] += probs[j]
                         group_maps[i] = tuple(m[j] for m in maps)
@@ -351,6 +435,16 @@ class GroupViTSegmenter:
     ) -> SegmentationResult:
         """Resize one image's window-averaged logits to its original size and take the arg-max.
 
+        The resize runs a few labels at a time (about `2**24` resized values per step) with a running arg-max, so
+        memory is `O(H x W)` whatever the number of labels; the label map equals the arg-max of all the resized
+        logits (ties go to the first label).
+
+        The `scores` are confidences in `[0, 1]` (with `score_mode="original"`): for a label, the mean over the
+        pixels it wins of its logit there, i.e. of the winning group's score `P_top * P_all` (how strongly the
+        group matches the label, relative to the other labels); for the background, `1 -` the mean best label logit
+        over the background pixels (1 when no label matches there at all). A label that wins no pixel scores 0.
+        With `score_mode="cosine"` the label scores are mean cosine similarities instead (in `[-1, 1]`).
+
         Args:
             prediction: One entry of :meth:`predict_logits`.
             original_size: `(height, width)` of the image before resizing.
@@ -359,9 +453,6 @@ class GroupViTSegmenter:
         """
         opts = options or self.options
         logits = prediction["logits"].float()
-        if tuple(logits.shape[-2:]) != tuple(original_size):
-            # (K, h, w) -> (K, H, W)
-            logits = F.interpolate(logits[None], size=tuple(original_size), mode="bilinear", align_corners=False)[0]
         labels = list(labels)
         background_index = None
         if opts.with_background:
@@ -372,18 +463,24 @@ class GroupViTSegmenter:
                 labels, background_index = [*labels, BACKGROUND_LABEL], len(labels)
         if logits.shape[0] != len(labels):
             raise ValueError(f"got logits for {logits.shape[0]} classes but {len(labels)} labels")
-        label_map = logits.argmax(0)
+        label_map, winning, best_label = upsampled_argmax(logits, tuple(original_size), background_index)
+        flat = label_map.flatten()
+        pixels = torch.bincount(flat, minlength=len(labels)).to(logits.dtype)
         # mean winning logit per label: (H*W,) scattered by label
-        winning = logits.gather(0, label_map[None]).flatten()
-        pixels = torch.bincount(label_map.flatten(), minlength=len(labels)).to(logits.dtype)
-        totals = torch.zeros(len(labels), dtype=logits.dtype, device=logits.device)
-        totals.scatter_add_(0, label_map.flatten(), winning)
+        totals = torch.zeros(len(labels), dtype=logits.dtype, device=logits.device).scatter_add_(
+            0, flat, winning.flatten()
+        )
+        scores = totals / pixels.clamp(min=1)
+        if background_index is not None and pixels[background_index] > 0:
+            # 1 - mean best label logit over the background pixels
+            best_total = torch.zeros_like(totals).scatter_add_(0, flat, best_label.flatten())[background_index]
+            scores[background_index] = 1.0 - best_total / pixels[background_index]
         group_maps = prediction.get("group_maps")
         return SegmentationResult(
             labels=labels,
             label_logits=logits.cpu(),
             label_map=label_map.cpu(),
-            scores=(totals / pixels.clamp(min=1)).cpu(),
+            scores=scores.cpu(),
             image_scores=prediction["image_scores"].float().cpu(),
             background_index=background_index,
             group_maps=None if group_maps is None else tuple(m.cpu() for m in group_maps),
