@@ -52,8 +52,8 @@ import torch
 import torch.nn.functional as F
 
 from groupvit.modeling_groupvit import GroupViTModel, _pair
-from groupvit.processing_groupvit import to_rgb_image
-from groupvit.segmentation.protocols import BACKGROUND_LABEL, SegmentationOptions, validate_labels
+from groupvit.processing_groupvit import IMAGE_URL_TIMEOUT, to_rgb_image
+from groupvit.segmentation.protocols import BACKGROUND_LABEL, SegmentationOptions, check_templates, validate_labels
 from groupvit.segmentation.scoring import (
     encode_label_prompts,
     group_label_scores,
@@ -65,7 +65,14 @@ from groupvit.utils import eval_mode
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["GroupViTSegmenter", "SegmentationResult", "resize_logits", "upsampled_argmax"]
+__all__ = [
+    "SEGMENTATION_MODEL_ATTRIBUTES",
+    "GroupViTSegmenter",
+    "SegmentationResult",
+    "check_segmentation_model",
+    "resize_logits",
+    "upsampled_argmax",
+]
 
 
 @dataclass
@@ -104,6 +111,35 @@ class SegmentationResult:
         """`{label: (H, W) bool mask}` for every label that wins at least one pixel, in label order."""
         present = torch.bincount(self.label_map.flatten(), minlength=len(self.labels))
         return {label: self.label_map == i for i, label in enumerate(self.labels) if present[i] > 0}
+
+
+SEGMENTATION_MODEL_ATTRIBUTES = (
+    "config",
+    "vision_model",
+    "text_model",
+    "visual_projection",
+    "logit_scale",
+    "get_group_embeddings",
+    "get_text_features",
+    "scaled",
+)
+"""What :class:`GroupViTSegmenter` uses of a model: any object with these (a `groupvit.GroupViTModel`, or the same
+class loaded again as remote code with `trust_remote_code=True`, a different class object) can be segmented with."""
+
+
+def check_segmentation_model(model: Any) -> None:
+    """Raise TypeError naming what is missing when `model` lacks :data:`SEGMENTATION_MODEL_ATTRIBUTES`.
+
+    A duck-typed check rather than `isinstance(model, GroupViTModel)`: a model loaded with `trust_remote_code=True`
+    is an instance of the Hub copy of the class, not of this package's.
+    """
+    missing = [name for name in SEGMENTATION_MODEL_ATTRIBUTES if not hasattr(model, name)]
+    if missing:
+        raise TypeError(
+            f"GroupViTSegmenter needs a groupvit.GroupViTModel (or a model with its {', '.join(missing)}), got "
+            f"{type(model).__module__}.{type(model).__name__}; load the checkpoint with "
+            "groupvit.GroupViTModel.from_pretrained"
+        )
 
 
 def resize_logits(logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -203,11 +239,7 @@ class GroupViTSegmenter:
         options: SegmentationOptions | None = None,
         **option_changes: Any,
     ) -> None:
-        if not isinstance(model, GroupViTModel):
-            raise TypeError(
-                f"GroupViTSegmenter needs a groupvit.GroupViTModel, got {type(model).__module__}."
-                f"{type(model).__name__}; load the checkpoint with groupvit.GroupViTModel.from_pretrained"
-            )
+        check_segmentation_model(model)
         self.model = model
         self.tokenizer = tokenizer if tokenizer is not None else getattr(processor, "tokenizer", None)
         self.image_processor = (
@@ -272,10 +304,18 @@ class GroupViTSegmenter:
             batch_size: Prompts per text-model call.
         """
 
+        templates = self.options.templates if templates is None else check_templates(templates)
+        validate_labels(labels, tokenizer=self.tokenizer, templates=templates, max_length=self._text_context)
         with self._inference_context():
             return encode_label_prompts(
                 self._embed_prompts, labels, self.options, templates, template_ensemble, batch_size
             )
+
+    @property
+    def _text_context(self) -> int | None:
+        """Tokens the text model reads (its position embeddings), or None when unknown."""
+        text_config = getattr(getattr(getattr(self, "model", None), "config", None), "text_config", None)
+        return getattr(text_config, "max_position_embeddings", None)
 
     def _embed_prompts(self, prompts: list[str]) -> torch.Tensor:
         """Projected (not normalised) text embeddings `(N, D)` float32 of a list of prompts."""
@@ -292,16 +332,21 @@ class GroupViTSegmenter:
     # ---- images ----------------------------------------------------------------------------------------------------
 
     def prepare_image(
-        self, image: Any, options: SegmentationOptions | None = None, timeout: float | None = None
+        self,
+        image: Any,
+        options: SegmentationOptions | None = None,
+        timeout: float | None = IMAGE_URL_TIMEOUT,
+        index: int | None = None,
     ) -> tuple[torch.Tensor, tuple[int, int]]:
-        """Load, resize (short side) and normalise one image.
+        """Load, resize (short side) and normalise one image (`timeout`: seconds to wait for a URL; `index`: the
+        image's position in a batch, named in errors).
 
         Returns:
             `pixel_values` `(1, 3, h, w)` float32 at the resized size, normalised by the image processor (its rescale
             factor, mean and std; no resize or crop), and the original `(height, width)`.
         """
         opts = options or self.options
-        image = to_rgb_image(image, timeout=timeout)
+        image = to_rgb_image(image, index=index, timeout=timeout)
         original_size = (image.height, image.width)
         height, width = rescaled_size(*original_size, opts.short_side, opts.max_long_side)
         if (height, width) != original_size:
@@ -516,7 +561,7 @@ class GroupViTSegmenter:
             text_embeds = self.encode_labels(labels, opts.templates, opts.template_ensemble)
         elif text_embeds.ndim != 2 or text_embeds.shape[0] != len(labels):
             raise ValueError(f"text_embeds must have shape ({len(labels)}, D), got {tuple(text_embeds.shape)}")
-        prepared = [self.prepare_image(image, opts) for image in images]
+        prepared = [self.prepare_image(image, opts, index=i) for i, image in enumerate(images)]
         predictions = self.predict_logits([values for values, _ in prepared], text_embeds, opts)
         return [self.finalize(p, size, labels, opts) for p, (_, size) in zip(predictions, prepared, strict=True)]
 
