@@ -95,7 +95,8 @@ def test_segment_with_a_protocol(tiny_checkpoint, tmp_path, capsys):
 
 def test_segment_rejects_bad_arguments(tiny_checkpoint, tmp_path, capsys):
     image = write_image(tmp_path / "a.png", 32, 32)
-    for extra in (["--labels", "cat,cat"], ["--labels", "cat", "--background-threshold", "2"], []):
+    too_long = ["--labels", "cat," + "very " * 80 + "long"]
+    for extra in (["--labels", "cat,cat"], ["--labels", "cat", "--background-threshold", "2"], [], too_long):
         with pytest.raises(SystemExit) as exit_info:
             cli.main(["segment", image, "--model", tiny_checkpoint, *extra])
         assert exit_info.value.code == 2

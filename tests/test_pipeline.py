@@ -216,6 +216,9 @@ def test_input_forms_of_the_object_detection_pipeline_give_the_same_masks(segmen
         for got, want in zip(results, alone, strict=True):
             _assert_same(got, want)
     _assert_same(strings, alone[0])
+    from_generator = segmenter_pipe((image for image in images[:2]), candidate_labels=labels[:2], **SMALL)
+    assert len(from_generator) == 2 and all(isinstance(o, list) for o in from_generator)
+    _assert_same(from_generator[1], alone[1])
     _assert_same(one_dict, alone[1])
 
 

@@ -179,7 +179,10 @@ def main(argv: list[str] | None = None) -> int:
             labels = validate_labels(labels, options.with_background)
         except ValueError as error:
             parser.error(str(error))
-    text_embeds = segmenter.encode_labels(labels, options.templates, options.template_ensemble)
+    try:  # the prompt-length check needs the model's tokenizer
+        text_embeds = segmenter.encode_labels(labels, options.templates, options.template_ensemble)
+    except ValueError as error:
+        parser.error(str(error))
     output = Path(args.output)
     output.mkdir(parents=True, exist_ok=True)
     used: set[str] = set()

@@ -18,6 +18,7 @@ group -> label scores and background rule; see that module for the details.
 from __future__ import annotations
 
 import logging
+import types
 from typing import Any
 
 import numpy as np
@@ -151,6 +152,8 @@ class ZeroShotImageSegmentationPipeline(Pipeline):
         batch_size = 1 if batch_size is None else batch_size
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
             raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+        if isinstance(images, types.GeneratorType):
+            images = list(images)
         single = not isinstance(images, (list, tuple))
         items = _input_items([images] if single else list(images), candidate_labels, single)
         params = {**self._preprocess_params, **self._sanitize_parameters(**kwargs)[0]}
