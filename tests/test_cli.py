@@ -193,8 +193,9 @@ def test_segment_reports_each_failing_image_and_continues(tiny_checkpoint, tmp_p
     assert sorted(p.name for p in out.iterdir()) == ["good.json", "good_labels.png", "good_overlay.png"]
 
 
-def test_segment_rejects_a_non_positive_timeout(tiny_checkpoint, tmp_path):
+def test_segment_rejects_a_non_positive_timeout(tiny_checkpoint, tmp_path, capsys):
     image = write_image(tmp_path / "a.png", 32, 32)
     with pytest.raises(SystemExit) as exit_info:
         cli.main(["segment", image, "--labels", "cat", "--model", tiny_checkpoint, "--timeout", "0"])
     assert exit_info.value.code == 2
+    assert "--timeout must be a positive number of seconds, got 0.0" in capsys.readouterr().err
