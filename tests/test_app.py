@@ -13,11 +13,13 @@ from pathlib import Path
 
 import numpy as np
 import PIL.Image
+import PIL.ImageFile
 import pytest
 import yaml
 from transformers import pipeline
 
 from groupvit.cli import SUBCOMMANDS
+from groupvit.cli import app as app_module
 from groupvit.cli import main as cli_main
 from groupvit.cli.app import MAX_IMAGE_SIDE, InputError, SegmentationApp, parse_labels, write_examples
 from groupvit.cli.app import main as app_main
@@ -89,16 +91,25 @@ def test_large_image_is_accepted_up_to_the_limit(app):
         (None, "cat", True, TEMPLATE, "Upload an image or pick an example first."),
         ("ok", "", True, TEMPLATE, "Type at least one label"),
         ("ok", " , ,", True, TEMPLATE, "Type at least one label"),
-        ("ok", "cat, dog, Cat", True, TEMPLATE, 'Duplicate label "Cat" (same as "cat")'),
+        ("ok", "cat, dog, Cat", True, TEMPLATE, "Duplicate candidate label 'Cat' (the same prompt as 'cat'"),
         ("ok", ",".join(f"l{i}" for i in range(40)), True, TEMPLATE, "At most 32 labels, got 40."),
         ("huge", "cat", True, TEMPLATE, f"the largest side may be at most {MAX_IMAGE_SIDE} px"),
         ("ok", "cat", True, "a photo of a cat.", 'The prompt template must contain "{}"'),
         ("ok", "cat, background", True, TEMPLATE, "'background' is reserved for the background class"),
-        ("text", "cat", True, TEMPLATE, "Expected an image, got str."),
+        ("text", "cat", True, TEMPLATE, "The upload is not a file on the server"),
+        ("url", "cat", True, TEMPLATE, "The upload is not a file on the server"),
+        ("number", "cat", True, TEMPLATE, "Expected an image, got int."),
     ],
 )
 def test_bad_input_shows_a_message(app, image, image_arg, labels, use_background, template, message):
-    images = {"ok": image, "huge": PIL.Image.new("RGB", (MAX_IMAGE_SIDE + 1, 8)), "text": "cat.jpg", None: None}
+    images = {
+        "ok": image,
+        "huge": PIL.Image.new("RGB", (MAX_IMAGE_SIDE + 1, 8)),
+        "text": "cat.jpg",
+        "url": "http://127.0.0.1:9/cat.png",
+        "number": 7,
+        None: None,
+    }
     picture, gallery, status = app.segment(images[image_arg], labels, 0.5, use_background, template)
     assert picture is None and gallery == []
     assert status.startswith("**Error:** ") and message in status
@@ -112,6 +123,54 @@ def test_unexpected_failure_is_a_message_not_a_traceback(image):
     picture, gallery, status = SegmentationApp(broken, options={}).segment(image, "cat", 0.5, True, TEMPLATE)
     assert (picture, gallery) == (None, [])
     assert status == "**Error:** segmentation failed (RuntimeError: out of memory)."
+
+
+def test_uploads_are_checked_on_the_header_before_decoding(app, image, tmp_path, monkeypatch):
+    """The page passes Gradio's copy of the upload as a path: bytes and dimensions are checked before any pixel is
+    decoded (a small PNG of a huge image costs nothing), and messages never show the server path."""
+    ok = tmp_path / "upload_ok.png"
+    image.save(ok)
+    picture, gallery, status = app.segment(str(ok), "sun, leaf", 0.5, True, TEMPLATE)
+    assert picture is not None and gallery, status
+    huge = tmp_path / "upload_huge.png"
+    PIL.Image.new("1", (8000, 8000)).save(huge)  # 8000x8000 of zeros: a few KB on disk
+    assert huge.stat().st_size < 100_000
+    decoded = []
+    original_load = PIL.ImageFile.ImageFile.load
+    monkeypatch.setattr(PIL.ImageFile.ImageFile, "load", lambda self: decoded.append(1) or original_load(self))
+    picture, _, status = app.segment(str(huge), "cat", 0.5, True, TEMPLATE)
+    assert picture is None and "8000x8000 px; the largest side may be at most 4096 px" in status
+    assert decoded == []  # refused from the header
+    monkeypatch.setattr(app_module, "MAX_UPLOAD_BYTES", 100)
+    picture, _, status = app.segment(str(ok), "cat", 0.5, True, TEMPLATE)
+    assert picture is None and "the page takes at most 100 bytes" in status and decoded == []
+    monkeypatch.setattr(app_module, "MAX_UPLOAD_BYTES", 20 * 2**20)
+    corrupt = tmp_path / "upload_corrupt.png"
+    corrupt.write_bytes(ok.read_bytes()[:60])
+    for path in (corrupt, tmp_path / "missing.png"):
+        picture, _, status = app.segment(str(path), "cat", 0.5, True, TEMPLATE)
+        assert picture is None and status.startswith("**Error:** ")
+        assert str(tmp_path) not in status and "upload_corrupt" not in status
+
+
+def test_examples_go_to_a_new_private_directory_and_never_through_links(tmp_path, monkeypatch):
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    # a file planted by another user where the page used to write its examples
+    planted = tmp_path / "groupvit-app-examples"
+    planted.mkdir()
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me")
+    (planted / "example_0.png").symlink_to(victim)
+    first, second = app_module.default_examples(), app_module.default_examples()
+    assert victim.read_text() == "keep me"
+    assert first[0].parent != planted and first[0].parent != second[0].parent
+    assert (first[0].parent.stat().st_mode & 0o777) == 0o700
+    assert [p.name for p in first] == [f"example_{i}.png" for i in range(4)]
+    # write_examples replaces a link with a file and leaves the link's target alone
+    write_examples(planted)
+    assert victim.read_text() == "keep me" and not (planted / "example_0.png").is_symlink()
 
 
 def test_parse_labels():

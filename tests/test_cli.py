@@ -1,5 +1,8 @@
 """The `groupvit` command line (groupvit.cli): dispatch and `groupvit segment`."""
 
+import json
+import socket
+import time
 from pathlib import Path
 
 import numpy as np
@@ -52,9 +55,16 @@ def test_segment_writes_overlays_masks_and_a_table(tiny_checkpoint, tmp_path, ca
     for stem, size in (("first", (57, 31)), ("second", (40, 40))):
         overlay = PIL.Image.open(out / f"{stem}_overlay.png")
         assert overlay.width == size[0] and overlay.height > size[1]  # legend below
-        masks = [PIL.Image.open(out / f"{stem}_mask_{label}.png") for label in ("cat", "dog", "grass", "background")]
-        assert all(m.mode == "L" and m.size == size for m in masks)
-        assert (sum(np.asarray(m, dtype=np.int64) // 255 for m in masks) == 1).all()
+        # one label map and one JSON per image, no per-label mask files (which were empty for absent labels)
+        label_map = PIL.Image.open(out / f"{stem}_labels.png")
+        assert label_map.mode == "L" and label_map.size == size
+        summary = json.loads((out / f"{stem}.json").read_text())
+        assert summary["labels"] == ["cat", "dog", "grass", "background"] and summary["background_index"] == 3
+        values = np.asarray(label_map)
+        shares = [100 * float((values == i).mean()) for i in range(4)]
+        assert summary["pixel_percent"] == pytest.approx(shares)
+        assert all(0.0 <= score <= 1.0 for score in summary["scores"])
+    assert not list(out.glob("*_mask_*"))
     table = capsys.readouterr().out
     assert "first.png (57x31)" in table and "pixels %" in table
     tables: list[dict[str, float]] = []
@@ -78,13 +88,15 @@ def test_segment_with_a_protocol(tiny_checkpoint, tmp_path, capsys):
         )
         == 0
     )
-    assert (tmp_path / "street_mask_table.png").exists() and (tmp_path / "street_mask_background.png").exists()
+    summary = json.loads((tmp_path / "street.json").read_text())
+    assert "table" in summary["labels"] and summary["labels"][-1] == "background" and len(summary["labels"]) == 21
     assert "monitor" in capsys.readouterr().out
 
 
 def test_segment_rejects_bad_arguments(tiny_checkpoint, tmp_path, capsys):
     image = write_image(tmp_path / "a.png", 32, 32)
-    for extra in (["--labels", "cat,cat"], ["--labels", "cat", "--background-threshold", "2"], []):
+    too_long = ["--labels", "cat," + "very " * 80 + "long"]
+    for extra in (["--labels", "cat,cat"], ["--labels", "cat", "--background-threshold", "2"], [], too_long):
         with pytest.raises(SystemExit) as exit_info:
             cli.main(["segment", image, "--model", tiny_checkpoint, *extra])
         assert exit_info.value.code == 2
@@ -100,7 +112,7 @@ def test_segment_accepts_the_shipped_demo_model_by_name(tmp_path, capsys):
     make_split("objects", "test", 1, 64, 0)[0].image.save(image)
     argv = ["segment", str(image), "--model", "demo", "--labels", "sun,fish", "--output", str(tmp_path)]
     assert cli.main([*argv, "--background-threshold", "0.9", "--mode", "whole"]) == 0
-    assert PIL.Image.open(tmp_path / "test0_mask_sun.png").size == (64, 64)
+    assert PIL.Image.open(tmp_path / "test0_labels.png").size == (64, 64)
     assert "test0.png (64x64)" in capsys.readouterr().out
 
 
@@ -129,7 +141,9 @@ def test_segment_with_the_demo_model_uses_its_validated_settings_as_the_demo_and
         == 0
     )
     # a background class, as in the demo and the app (the flag was not given)
-    assert (tmp_path / "test1_mask_background.png").exists()
+    written_labels = json.loads((tmp_path / "test1.json").read_text())["labels"]
+    assert written_labels == [*labels, "background"]
+    label_map = np.asarray(PIL.Image.open(tmp_path / "test1_labels.png"))
     options = inference_options(64, settings)
     assert options["background_threshold"] == settings["background_threshold"] and options["short_side"] == 64
     entries = pipeline("zero-shot-image-segmentation", model=path, device="cpu")(
@@ -137,10 +151,51 @@ def test_segment_with_the_demo_model_uses_its_validated_settings_as_the_demo_and
     )
     assert entries
     for entry in entries:
-        written = np.asarray(PIL.Image.open(tmp_path / f"test1_mask_{entry['label']}.png"))
+        written = (label_map == written_labels.index(entry["label"])).astype(np.uint8) * 255
         np.testing.assert_array_equal(written, np.asarray(entry["mask"]))
     # and the flags still win
     out = tmp_path / "no_background"
     argv = ["segment", str(image), "--model", "demo", "--labels", "sun,leaf", "--output", str(out), "--no-background"]
     assert cli.main(argv) == 0
-    assert not (out / "test1_mask_background.png").exists()
+    assert json.loads((out / "test1.json").read_text())["labels"] == ["sun", "leaf"]
+
+
+@pytest.fixture()
+def silent_url():
+    """An http URL on a local server that accepts connections and never answers."""
+    server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    server.bind(("127.0.0.1", 0))
+    server.listen(16)  # the kernel completes the connections; nothing ever reads or writes
+    yield f"http://127.0.0.1:{server.getsockname()[1]}/photo.png"
+    server.close()
+
+
+def test_segment_reports_each_failing_image_and_continues(tiny_checkpoint, tmp_path, capsys, silent_url, monkeypatch):
+    good = write_image(tmp_path / "good.png", 40, 36)
+    corrupt = tmp_path / "corrupt.png"
+    corrupt.write_bytes(PIL.Image.open(good).tobytes()[:100])  # not an image file
+    truncated = tmp_path / "truncated.png"
+    truncated.write_bytes(open(write_image(tmp_path / "full.png", 64, 64), "rb").read()[:200])
+    bomb = write_image(tmp_path / "bomb.png", 64, 64)
+    monkeypatch.setattr(PIL.Image, "MAX_IMAGE_PIXELS", 1500)  # 64x64 > 2x the limit: a decompression bomb
+    out = tmp_path / "out"
+    sources = [str(corrupt), silent_url, good, str(truncated), bomb]
+    argv = ["segment", *sources, "--labels", "cat,dog", "--model", tiny_checkpoint, "--output", str(out)]
+    start = time.perf_counter()
+    assert cli.main([*argv, "--timeout", "0.5", *SMALL]) == 2
+    assert time.perf_counter() - start < 30  # the silent URL did not hang the run
+    err = capsys.readouterr().err
+    assert f"{silent_url}: no answer within 0.5 s" in err
+    assert "corrupt.png" in err and "cannot be read" in err
+    assert "truncated.png" in err and "bomb.png" in err and "decompression bomb" in err
+    assert "4 of 5 images failed" in err
+    # the good image is written, nothing for the failures
+    assert sorted(p.name for p in out.iterdir()) == ["good.json", "good_labels.png", "good_overlay.png"]
+
+
+def test_segment_rejects_a_non_positive_timeout(tiny_checkpoint, tmp_path, capsys):
+    image = write_image(tmp_path / "a.png", 32, 32)
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["segment", image, "--labels", "cat", "--model", tiny_checkpoint, "--timeout", "0"])
+    assert exit_info.value.code == 2
+    assert "--timeout must be a positive number of seconds, got 0.0" in capsys.readouterr().err

@@ -17,9 +17,11 @@ import torch
 
 import groupvit
 from conftest import randomize_, tiny_config
+from groupvit.cli.evaluate import main as evaluate_main
 from groupvit.evaluation import suite as suite_module
 from groupvit.evaluation.confusion import ConfusionMatrix
 from groupvit.evaluation.datasets import COCO_STUFF_TRAIN_IDS, find_benchmark, open_benchmark, read_label_map
+from groupvit.evaluation.evaluate import evaluate_segmentation
 from groupvit.evaluation.suite import SUITE_PROTOCOLS, describe_protocols, paper_results, run_suite
 from groupvit.segmentation.protocols import get_protocol
 from groupvit.segmentation.segmenter import GroupViTSegmenter, SegmentationResult
@@ -492,3 +494,95 @@ def test_paper_results_lookup():
     assert paper_results("nvidia/groupvit-gcc-yfcc").miou["voc"] == 52.3
     assert paper_results("/models/groupvit-gcc-redcaps/").miou["coco_object"] == 27.5
     assert paper_results("my-model") is None and paper_results(None) is None
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# evaluate_segmentation without a background class, and the `groupvit evaluate` command line
+# ---------------------------------------------------------------------------------------------------------------------
+
+SMALL = ["--short-side", "32", "--window", "32", "--stride", "16"]
+
+
+def test_evaluate_segmentation_without_background_scores_the_c_classes(tmp_path):
+    write_voc(tmp_path)
+    samples = list(open_benchmark("voc20", tmp_path).samples())
+    report = evaluate_segmentation(OracleSegmenter({15: 12}), samples, get_protocol("voc20"), progress=False)
+    # VOC20 by hand: person (15) 4 px predicted dog (12): person 0/4, dog 2/6, aeroplane and tvmonitor 1; the other
+    # 16 classes are absent from both (NaN, left out)
+    assert report.mean_iou == pytest.approx((0 + 2 / 6 + 1 + 1) / 4)
+    assert report.labels == get_protocol("voc20").labels and "background" not in report.per_category_iou
+    with pytest.raises(ValueError, match=r"annotation '2007_000032' holds background \(0\) pixels"):
+        voc21 = list(open_benchmark("voc", tmp_path).samples())
+        evaluate_segmentation(OracleSegmenter(), voc21, get_protocol("voc20"), progress=False)
+    with pytest.raises(ValueError, match="no images to evaluate"):
+        evaluate_segmentation(OracleSegmenter(), [], get_protocol("voc"), progress=False)
+
+
+def test_cli_lists_the_protocols(capsys):
+    assert evaluate_main(["--list-protocols"]) == 0
+    assert capsys.readouterr().out.splitlines() == describe_protocols()
+
+
+def test_cli_runs_the_suite_on_a_comma_list_and_prints_the_table(tiny_checkpoint, tmp_path, capsys):
+    write_voc(tmp_path / "data")
+    write_ade(tmp_path / "data")
+    out = tmp_path / "out"
+    argv = ["--model", tiny_checkpoint, "--protocol", "voc,ade20k", "--data-root", str(tmp_path / "data")]
+    assert evaluate_main([*argv, "--output", str(out), "--limit", "1", *SMALL]) == 0
+    printed = capsys.readouterr().out
+    table = (out / "results.md").read_text()
+    assert table in printed and "| 1 of 2 |" in table and "Partial run: at most 1 images per benchmark" in table
+    assert "short side 32 (long side <= 2048), slide 32/16" in table
+    saved = json.loads((out / "results.json").read_text())
+    assert sorted(saved["benchmarks"]) == ["ade20k", "voc"] and saved["partial"] is True
+    # the same numbers as run_suite called directly with the same segmenter settings
+    segmenter = GroupViTSegmenter.from_pretrained(tiny_checkpoint)
+    direct = run_suite(
+        segmenter, ["voc", "ade20k"], tmp_path / "data", tmp_path / "direct", limit=1, progress=False,
+        option_changes={"short_side": 32, "window": 32, "stride": 16},
+    )  # fmt: skip
+    for name in ("voc", "ade20k"):
+        assert saved["benchmarks"][name]["mean_iou"] == pytest.approx(direct.results[name].mean_iou)
+    # 'all' skips the absent benchmarks with a note
+    assert evaluate_main(["--model", tiny_checkpoint, "--protocol", "all", "--data-root", str(tmp_path / "data"),
+                          "--output", str(tmp_path / "all"), "--limit", "1", *SMALL]) == 0  # fmt: skip
+    assert "City skipped: no cityscapes under" in capsys.readouterr().out
+
+
+def test_cli_suite_arguments_are_checked(tiny_checkpoint, tmp_path, capsys):
+    assert evaluate_main(["--model", tiny_checkpoint, "--protocol", "voc,ade20k"]) == 2
+    assert "give --data-root DIR" in capsys.readouterr().err
+    assert evaluate_main(["--model", tiny_checkpoint, "--protocol", "voc"]) == 2
+    assert "needs --dataset (a datasets source) or --data-root" in capsys.readouterr().err
+    argv = ["--model", tiny_checkpoint, "--protocol", "voc,synthetic", "--data-root", str(tmp_path)]
+    assert evaluate_main(argv) == 2
+    assert "unknown suite protocol(s) ['synthetic']" in capsys.readouterr().err
+
+
+def _save_dataset(folder: Path, rows: int, splits: bool) -> None:
+    import datasets
+
+    features = datasets.Features({"image": datasets.Image(), "annotation": datasets.Image()})
+    images = [PIL.Image.fromarray(np.full((8, 8, 3), 60 * i, dtype=np.uint8)) for i in range(rows)]
+    masks = [PIL.Image.fromarray(np.full((8, 8), i % 3, dtype=np.uint8)) for i in range(rows)]
+    dataset = datasets.Dataset.from_dict({"image": images, "annotation": masks}, features=features)
+    (datasets.DatasetDict({"validation": dataset}) if splits else dataset).save_to_disk(str(folder))
+
+
+def test_cli_dataset_folder_with_splits_and_empty_datasets(tiny_checkpoint, tmp_path, capsys):
+    _save_dataset(tmp_path / "splits", rows=2, splits=True)
+    argv = ["--model", tiny_checkpoint, "--protocol", "voc", "--dataset", str(tmp_path / "splits"), *SMALL]
+    assert evaluate_main([*argv, "--split", "validation", "--output", str(tmp_path / "out")]) == 0
+    assert json.loads((tmp_path / "out" / "results.json").read_text())["num_images"] == 2
+    capsys.readouterr()
+    assert evaluate_main([*argv, "--split", "test", "--output", str(tmp_path / "out2")]) == 2
+    assert "has no split 'test'; its splits: ['validation']" in capsys.readouterr().err
+    # a dataset without rows, and no images at all: a clear error and exit 2, never mIoU NaN with exit 0
+    _save_dataset(tmp_path / "empty", rows=0, splits=False)
+    argv = ["--model", tiny_checkpoint, "--protocol", "voc", "--dataset", str(tmp_path / "empty"), *SMALL]
+    assert evaluate_main([*argv, "--output", str(tmp_path / "out3")]) == 2
+    assert "has no rows: nothing to evaluate" in capsys.readouterr().err
+    argv = ["--model", tiny_checkpoint, "--protocol", "synthetic", "--num-samples", "0", *SMALL]
+    assert evaluate_main([*argv, "--output", str(tmp_path / "out4")]) == 2
+    assert "no images to evaluate" in capsys.readouterr().err
+    assert not (tmp_path / "out4" / "results.json").exists()

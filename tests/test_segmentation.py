@@ -23,6 +23,7 @@ from groupvit.segmentation import (
     sliding_windows,
     validate_labels,
 )
+from groupvit.segmentation.segmenter import upsampled_argmax
 from groupvit.segmentation.visualization import (
     colorize,
     grid,
@@ -95,7 +96,9 @@ def test_result_shapes_and_background_position(segmenter, model):
     first = segmenter.segment(images, LABELS, background_threshold=0.9, background_first=True)
     for image, a, b in zip(images, last, first, strict=True):
         size = (image.height, image.width)
-        assert a.label_logits.shape == (4, *size) and a.label_logits.dtype == torch.float32
+        # logits stay at the model's resolution (32 px short side); full_size_logits() resizes them
+        assert a.label_logits.shape[0] == 4 and min(a.label_logits.shape[1:]) == 32
+        assert a.full_size_logits().shape == (4, *size) and a.label_logits.dtype == torch.float32
         assert a.label_map.shape == size and a.label_map.dtype == torch.int64
         assert a.scores.shape == (4,) and a.image_scores.shape == (3,)
         assert torch.isclose(a.image_scores.sum(), torch.tensor(1.0))
@@ -104,14 +107,14 @@ def test_result_shapes_and_background_position(segmenter, model):
         assert torch.equal(b.label_logits[0], a.label_logits[-1]) and torch.equal(
             b.label_logits[1:], a.label_logits[:-1]
         )
-        assert torch.equal(a.label_map, a.label_logits.argmax(0))
+        assert torch.equal(a.label_map, a.full_size_logits().argmax(0))
         assert set(a.masks()) == {a.labels[i] for i in a.label_map.unique().tolist()}
     # 32x45 after the resize: two windows, so no group maps; the 32x32 image is one window
     assert last[0].group_maps is None
     assert [tuple(m.shape) for m in last[1].group_maps] == [(8, 8, 8), (4, 8, 8)]
     no_background = segmenter.segment(images[0], LABELS)[0]
     assert no_background.labels == LABELS and no_background.background_index is None
-    assert no_background.label_logits.shape == (3, 40, 56)
+    assert no_background.full_size_logits().shape == (3, 40, 56)
 
 
 def test_window_at_least_as_large_as_the_image_equals_whole_mode(segmenter):
@@ -378,3 +381,46 @@ def test_docstring_examples_run():
     for module in (protocols, windows, scoring, segmenter, utils, shipped_model):
         result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
         assert result.attempted > 0 and result.failed == 0, module.__name__
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# bounded memory: the resize to the original size runs label by label with a running arg-max
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def _old_finalize(logits: torch.Tensor, size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The computation before the streaming resize: all labels resized at once, arg-max, mean winning logit."""
+    full = torch.nn.functional.interpolate(logits[None], size=size, mode="bilinear", align_corners=False)[0]
+    label_map = full.argmax(0)
+    winning = full.gather(0, label_map[None]).flatten()
+    pixels = torch.bincount(label_map.flatten(), minlength=logits.shape[0]).float()
+    totals = torch.zeros(logits.shape[0]).scatter_add_(0, label_map.flatten(), winning)
+    return label_map, totals / pixels.clamp(min=1)
+
+
+@pytest.mark.parametrize("background_index", [None, 0, 6])
+@pytest.mark.parametrize("max_elements", [1, 3 * 50 * 70, 1 << 24])
+def test_streaming_argmax_equals_resizing_all_labels_at_once(background_index, max_elements):
+    generator = torch.Generator().manual_seed(0)
+    # few distinct values, so that many pixels tie (the first label must win, as argmax)
+    logits = torch.randint(0, 3, (7, 9, 13), generator=generator).float() / 2
+    for size in ((50, 70), (9, 13), (5, 31)):
+        label_map, winning, best_label = upsampled_argmax(logits, size, background_index, max_elements)
+        full = torch.nn.functional.interpolate(logits[None], size=size, mode="bilinear", align_corners=False)[0]
+        assert torch.equal(label_map, full.argmax(0))
+        assert torch.equal(winning, full.amax(0))
+        if background_index is None:
+            assert best_label is None
+        else:
+            others = torch.cat([full[:background_index], full[background_index + 1 :]])
+            assert torch.equal(best_label, others.amax(0))
+
+
+def test_masks_and_scores_equal_the_old_full_size_computation(segmenter):
+    image = random_image(83, 61, seed=5)  # resized to 32x44, then back to 61x83
+    for threshold in (None, 0.9):
+        result = segmenter.segment(image, LABELS, background_threshold=threshold)[0]
+        label_map, scores = _old_finalize(result.label_logits, (61, 83))
+        assert torch.equal(result.label_map, label_map)
+        foreground = slice(0, len(LABELS))
+        torch.testing.assert_close(result.scores[foreground], scores[foreground], rtol=1e-6, atol=1e-7)

@@ -19,12 +19,13 @@ from typing import Any
 
 import numpy as np
 import PIL.Image
+import PIL.ImageOps
 import torch
 import transformers
 from transformers import BatchFeature, CLIPTokenizer, ProcessorMixin
 from transformers.image_processing_utils import BaseImageProcessor
 from transformers.image_transforms import convert_to_rgb
-from transformers.image_utils import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, load_image
+from transformers.image_utils import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 from transformers.utils import is_torchvision_available, logging
 
 __all__ = [
@@ -172,8 +173,9 @@ def _describe(value: Any) -> str:
 def _array_to_pil(array: np.ndarray, source: str) -> PIL.Image.Image:
     """Convert an ``HxW``, ``HxWxC`` or ``CxHxW`` array (C in 1, 3, 4) to an RGB PIL image.
 
-    Integer arrays must hold values in ``[0, 255]``; floating-point arrays are read as ``[0, 1]`` when their maximum
-    is at most 1, otherwise as ``[0, 255]``. RGBA arrays lose their alpha channel.
+    ``uint16`` arrays are 16-bit images (``[0, 65535]``, scaled to 8 bits); other integer arrays must hold values in
+    ``[0, 255]``; floating-point arrays are read as ``[0, 1]`` when their maximum is at most 1, otherwise as
+    ``[0, 255]``. RGBA arrays lose their alpha channel.
     """
     if array.ndim == 2:
         array = array[:, :, None]
@@ -200,6 +202,8 @@ def _array_to_pil(array: np.ndarray, source: str) -> PIL.Image.Image:
             )
         scale = 255.0 if hi <= 1.0 else 1.0
         array = np.clip(np.rint(array.astype(np.float64) * scale), 0, 255).astype(np.uint8)
+    elif array.dtype == np.uint16:
+        array = _sixteen_to_eight_bits(array)
     elif array.dtype != np.uint8:
         lo, hi = int(array.min()), int(array.max())
         if lo < 0 or hi > 255:
@@ -213,19 +217,60 @@ def _array_to_pil(array: np.ndarray, source: str) -> PIL.Image.Image:
     return PIL.Image.fromarray(np.ascontiguousarray(array), mode="RGB")
 
 
-def to_rgb_image(image: Any, index: int | None = None, timeout: float | None = None) -> PIL.Image.Image:
+IMAGE_URL_TIMEOUT = 10.0
+"""Seconds :func:`to_rgb_image` waits for an image URL by default."""
+_SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
+
+
+def _sixteen_to_eight_bits(array: np.ndarray) -> np.ndarray:
+    """``[0, 65535]`` integers to ``uint8`` (``round(v / 257)``: 0 -> 0, 65535 -> 255, linear in between)."""
+    return ((array.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
+
+
+def _fetch(url: str, source: str, timeout: float | None) -> PIL.Image.Image:
+    """Download an image URL (redirects followed), failing after ``timeout`` seconds without an answer."""
+    import io
+
+    import httpx
+
+    try:
+        response = httpx.get(url, timeout=timeout, follow_redirects=True)
+        response.raise_for_status()
+    except httpx.TimeoutException as error:
+        raise ValueError(f"image {source} {url}: no answer within {timeout} s ({type(error).__name__})") from error
+    except httpx.HTTPError as error:
+        raise ValueError(f"image {source} {url}: download failed: {error}") from error
+    return PIL.Image.open(io.BytesIO(response.content))
+
+
+def _open(location: str, source: str, timeout: float | None) -> PIL.Image.Image:
+    """Open a file or URL lazily (header only: pixels are decoded later)."""
+    try:
+        if location.startswith(("http://", "https://")):
+            return _fetch(location, source, timeout)
+        return PIL.Image.open(location)
+    except (OSError, PIL.Image.DecompressionBombError) as error:
+        raise ValueError(f"image {source} {location} cannot be read: {error}") from error
+
+
+def to_rgb_image(
+    image: Any, index: int | None = None, timeout: float | None = IMAGE_URL_TIMEOUT, max_pixels: int | None = None
+) -> PIL.Image.Image:
     """Validate one image and convert it to a non-empty RGB PIL image: the package's one image-to-RGB routine.
 
     Args:
-        image: A file path or http(s) URL (loaded with transformers' `load_image`, EXIF orientation applied), a PIL
-            image (alpha composited on white, as transformers' `do_convert_rgb`), or an `HxW`, `HxWxC` or `CxHxW`
-            numpy array / torch tensor (C in 1, 3, 4; uint8 or other integers in `[0, 255]`, floats in `[0, 1]` or
-            `[0, 255]`).
+        image: A file path or http(s) URL (EXIF orientation applied), a PIL image (alpha composited on white, as
+            transformers' `do_convert_rgb`; 16-bit modes `"I;16"`/`"I"` scaled from `[0, 65535]`), or an `HxW`,
+            `HxWxC` or `CxHxW` numpy array / torch tensor (C in 1, 3, 4; uint8, uint16 in `[0, 65535]`, other
+            integers in `[0, 255]`, floats in `[0, 1]` or `[0, 255]`).
         index: Position of the image in a batch, for error messages.
-        timeout: Seconds to wait for a URL.
+        timeout: Seconds to wait for a URL to answer (None: forever).
+        max_pixels: Refuse a file, URL or PIL image of more pixels, checked on the header before the pixels are
+            decoded (PIL's decompression-bomb limit, `PIL.Image.MAX_IMAGE_PIXELS`, applies as well).
 
     Raises:
-        ValueError: naming the offending value, for anything else, a missing file or an empty image.
+        ValueError: naming the offending value, for anything else, a missing, corrupt or truncated file, a URL that
+            fails or does not answer within `timeout`, an image over `max_pixels` or an empty image.
 
     Example:
         ```python
@@ -235,10 +280,11 @@ def to_rgb_image(image: Any, index: int | None = None, timeout: float | None = N
         ```
     """
     source = f"{'' if index is None else f'#{index} '}({type(image).__name__})"
+    location = None
     if isinstance(image, (str, os.PathLike)):
         location = os.fspath(image)
         if isinstance(location, str) and (location.startswith(("http://", "https://")) or os.path.isfile(location)):
-            image = load_image(location, timeout=timeout)
+            image = _open(location, source, timeout)
         else:
             raise ValueError(
                 f"image {source} is a string/path but not an existing file or http(s) URL: {_describe(image)}. "
@@ -247,6 +293,25 @@ def to_rgb_image(image: Any, index: int | None = None, timeout: float | None = N
     if isinstance(image, PIL.Image.Image):
         if image.width == 0 or image.height == 0:
             raise ValueError(f"image {source} is empty: size {image.size}")
+        if max_pixels is not None and image.width * image.height > max_pixels:
+            raise ValueError(
+                f"image {source} is {image.width}x{image.height} = {image.width * image.height} pixels, over the "
+                f"limit of {max_pixels}"
+            )
+        if location is not None:
+            try:
+                image = PIL.ImageOps.exif_transpose(image)  # decodes the pixels
+            except (OSError, SyntaxError, PIL.Image.DecompressionBombError) as error:
+                raise ValueError(f"image {source} {location} cannot be decoded: {error}") from error
+        if image.mode in _SIXTEEN_BIT_MODES:
+            # PIL's own convert("RGB") clips these to [0, 255]: a 16-bit image would come out nearly white
+            values = np.asarray(image)
+            if values.min() < 0 or values.max() > 65535:
+                raise ValueError(
+                    f"image {source} of mode {image.mode!r} must hold 16-bit values in [0, 65535], got range "
+                    f"[{values.min()}, {values.max()}]"
+                )
+            return PIL.Image.fromarray(_sixteen_to_eight_bits(values)).convert("RGB")
         # Same conversion as transformers' `do_convert_rgb` (alpha composited on white).
         return image if image.mode == "RGB" else convert_to_rgb(image)
     if isinstance(image, torch.Tensor):

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import tempfile
 import threading
@@ -56,16 +57,21 @@ logger = logging.getLogger(__name__)
 __all__ = [
     "MAX_IMAGE_SIDE",
     "MAX_LABELS",
+    "MAX_UPLOAD_BYTES",
     "TEMPLATES",
     "InputError",
     "SegmentationApp",
     "build_demo",
+    "default_examples",
     "main",
     "parse_labels",
     "write_examples",
 ]
 
 MAX_IMAGE_SIDE = 4096
+"""Largest image side (px) the page segments; checked on the file's header, before the pixels are decoded."""
+MAX_UPLOAD_BYTES = 20 * 2**20
+"""Largest upload (bytes): Gradio refuses bigger files, and the callback checks again."""
 MAX_LABELS = 32
 # prompt templates offered in the dropdown (the first is the default); the list is from CLIP's ImageNet prompts
 TEMPLATES = (
@@ -95,37 +101,62 @@ def parse_labels(text: str | None) -> list[str]:
     Blank entries (`"cat,,dog"`, a trailing comma) are dropped.
 
     Raises:
-        InputError: No label, more than :data:`MAX_LABELS`, or a duplicate. Duplicates are found ignoring case
-            because the CLIP tokenizer lower-cases, so "Cat" and "cat" would be the same prompt.
+        InputError: No label, more than :data:`MAX_LABELS`, or what
+            :func:`groupvit.segmentation.protocols.validate_labels` refuses (the rule of the pipeline and the CLI:
+            e.g. "Cat" and "cat", the same prompt once the CLIP tokenizer lower-cases).
     """
+    from groupvit.segmentation.protocols import validate_labels
+
     labels = [label.strip() for label in (text or "").split(",")]
     labels = [label for label in labels if label]
     if not labels:
         raise InputError('type at least one label, e.g. "cat, dog, grass".')
     if len(labels) > MAX_LABELS:
         raise InputError(f"at most {MAX_LABELS} labels, got {len(labels)}.")
-    seen: dict[str, str] = {}
-    for label in labels:
-        key = label.casefold()
-        if key in seen:
-            raise InputError(f'duplicate label "{label}" (same as "{seen[key]}"); give each label once.')
-        seen[key] = label
-    return labels
+    try:
+        return validate_labels(labels)
+    except ValueError as error:
+        raise InputError(str(error)) from error
+
+
+def _check_side(width: int, height: int) -> None:
+    if max(width, height) > MAX_IMAGE_SIDE:
+        raise InputError(
+            f"the image is {width}x{height} px; the largest side may be at most {MAX_IMAGE_SIDE} px. "
+            "Resize it and try again."
+        )
 
 
 def _check_image(image: Any) -> PIL.Image.Image:
-    """The uploaded image as RGB (through the package's one image-to-RGB routine), within the page's size limit."""
+    """The uploaded image as RGB (through the package's one image-to-RGB routine), within the page's limits.
+
+    An upload arrives as the path of Gradio's copy of the file: its size in bytes and its dimensions (from the
+    header) are checked before any pixel is decoded, so a small file that decompresses to a huge image costs
+    nothing. Messages never show the server-side path.
+    """
     if image is None:
         raise InputError("upload an image or pick an example first.")
-    if not isinstance(image, (PIL.Image.Image, np.ndarray)):  # no paths or URLs from the page
+    if isinstance(image, (str, os.PathLike)):  # Gradio's copy of an upload (type="filepath")
+        path = Path(image)
+        if str(image).startswith(("http://", "https://")) or not path.is_file():
+            raise InputError("the upload is not a file on the server; upload the image again.")
+        size = path.stat().st_size
+        if size > MAX_UPLOAD_BYTES:
+            raise InputError(f"the file is {size:,} bytes; the page takes at most {MAX_UPLOAD_BYTES:,} bytes.")
+        try:
+            with PIL.Image.open(path) as lazy:  # reads the header only
+                _check_side(*lazy.size)
+            return to_rgb_image(path, max_pixels=MAX_IMAGE_SIDE**2)
+        except (OSError, ValueError, PIL.Image.DecompressionBombError) as error:
+            if isinstance(error, InputError):
+                raise
+            logger.info("unreadable upload %s: %s", path, error)
+            raise InputError("the file cannot be read as an image (PNG, JPEG, WebP, ...).") from None
+    if not isinstance(image, (PIL.Image.Image, np.ndarray)):  # no URLs from the page
         raise InputError(f"expected an image, got {type(image).__name__}.")
-    image = to_rgb_image(image)
-    if max(image.size) > MAX_IMAGE_SIDE:
-        raise InputError(
-            f"the image is {image.width}x{image.height} px; the largest side may be at most {MAX_IMAGE_SIDE} px. "
-            "Resize it and try again."
-        )
-    return image
+    height, width = (image.height, image.width) if isinstance(image, PIL.Image.Image) else image.shape[:2]
+    _check_side(width, height)
+    return to_rgb_image(image)
 
 
 def _for_display(image: PIL.Image.Image) -> PIL.Image.Image:
@@ -173,7 +204,8 @@ class SegmentationApp:
         """Segment `image` into the comma-separated labels.
 
         Args:
-            image: A PIL image or `(H, W, 3)` array (None when nothing was uploaded).
+            image: The path of the uploaded file (as the page passes it), a PIL image or an `(H, W, 3)` array (None
+                when nothing was uploaded).
             labels_text: Comma-separated label names.
             background_threshold: Threshold of the background class in `[0, 1]`.
             use_background: Add the background class; False ignores `background_threshold`.
@@ -272,9 +304,17 @@ def write_examples(directory: str | Path, num_examples: int = 4) -> list[Path]:
     paths = []
     for index, sample in enumerate(make_split(_EXAMPLE_SPEC, "test", num_examples, _EXAMPLE_SIZE)):
         path = directory / f"example_{index}.png"
+        if path.is_symlink():  # replace the link itself, never write through it
+            path.unlink()
         sample.image.save(path, optimize=True)
         paths.append(path)
     return paths
+
+
+def default_examples() -> list[Path]:
+    """The synthetic examples written to a new private directory (`tempfile.mkdtemp`: mode 0700, a fresh name), so
+    that no other user can plant files or links where the page writes."""
+    return write_examples(tempfile.mkdtemp(prefix="groupvit-app-examples-"))
 
 
 def _example_labels() -> str:
@@ -296,7 +336,8 @@ def _load_pipeline(model: str, device: str | None) -> tuple[Pipeline, dict[str, 
             "segments are noise. Pass `--model` to use a trained one."
         )
     else:
-        note = f"Model: `{model}`" + (f" (`{path}`)" if path != model else "")
+        # the name the operator gave, without the server's folders
+        note = f"Model: `{Path(model).name if Path(model).is_dir() else model}`"
     return pipeline(TASK, model=path, device=device or "cpu"), settings, note
 
 
@@ -333,7 +374,7 @@ def build_demo(
     if background_threshold is None:
         background_threshold = float(settings.get("background_threshold", 0.5))
     if examples is None:
-        examples = write_examples(Path(tempfile.gettempdir()) / "groupvit-app-examples")
+        examples = default_examples()
     app = SegmentationApp(segmenter, options=options)
 
     with gr.Blocks(title="GroupViT zero-shot segmentation", analytics_enabled=False) as demo:
@@ -345,7 +386,8 @@ def build_demo(
         )
         with gr.Row():
             with gr.Column():
-                image = gr.Image(type="pil", image_mode="RGB", label="Image", elem_id="input-image", height=320)
+                # a file path, so that the callback checks the size before decoding (see _check_image)
+                image = gr.Image(type="filepath", label="Image", elem_id="input-image", height=320)
                 labels = gr.Textbox(
                     value=default_labels if default_labels is not None else _example_labels(),
                     label="Labels (comma-separated)",
@@ -414,5 +456,5 @@ def main(argv: list[str] | None = None, examples: Sequence[str | Path] | None = 
         return 2
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     demo = build_demo(args.model, examples=args.examples, device=args.device, default_labels=args.labels)
-    demo.launch(server_name=args.host, server_port=args.port)
+    demo.launch(server_name=args.host, server_port=args.port, max_file_size=MAX_UPLOAD_BYTES)
     return 0

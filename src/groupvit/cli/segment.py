@@ -1,14 +1,17 @@
-"""`groupvit segment IMAGE... --labels L1,L2 --model M`: zero-shot segmentation of image files.
+"""`groupvit segment IMAGE... --labels L1,L2 --model M`: zero-shot segmentation of image files and URLs.
 
-Writes `<stem>_overlay.png` (colours over the image, with a legend) and `<stem>_mask_<label>.png` (mode "L",
-255 = label) per image, and prints each label's pixel share.
+Per image it writes `<stem>_overlay.png` (colours over the image, with a legend), `<stem>_labels.png` (the label
+map: pixel value = index into the JSON's `labels`; mode "L", or "I;16" beyond 256 labels) and `<stem>.json` (labels,
+per-label score and pixel share, the background index, the image size and source), and prints each label's pixel
+share. An image that cannot be read (missing or corrupt file, decompression bomb, URL that fails or does not answer
+within `--timeout` seconds) is reported on stderr and skipped; the others are still segmented, and the exit status is
+then 2.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
-import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -21,8 +24,9 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="groupvit segment",
         description="Zero-shot semantic segmentation with GroupViT. For each image, writes <stem>_overlay.png "
-        "(label colours with a legend) and <stem>_mask_<label>.png (255 where the label wins) and prints the "
-        "pixel share of each label.",
+        "(label colours with a legend), <stem>_labels.png (the label map: pixel value = label index) and <stem>.json "
+        "(labels, scores, pixel shares) and prints the pixel share of each label. Unreadable images are reported "
+        "and skipped (exit status 2).",
         epilog='Example: groupvit segment cats.jpg --labels "cat,sofa,remote" --model nvidia/groupvit-gcc-yfcc '
         "--background-threshold 0.9 --output out/",
     )
@@ -60,6 +64,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--stride", type=int, metavar="N", help="sliding-window stride in px (default: half the window)"
     )
+    parser.add_argument(
+        "--timeout", type=float, default=10.0, metavar="S", help="seconds to wait for an image URL (default 10)"
+    )
     parser.add_argument("--alpha", type=float, default=0.5, help="overlay opacity (default 0.5)")
     parser.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
     parser.add_argument(
@@ -78,12 +85,10 @@ def _stem(image: str, used: set[str]) -> str:
     return unique
 
 
-def _safe(label: str) -> str:
-    return re.sub(r"[^0-9A-Za-z._-]+", "_", label).strip("_") or "label"
-
-
 def _write_result(source: str, image: Any, result: Any, prefix: Path, alpha: float) -> None:
-    """Write `<prefix>_overlay.png` and one `<prefix>_mask_<label>.png` per label; print each label's pixel share."""
+    """Write `<prefix>_overlay.png`, `<prefix>_labels.png` and `<prefix>.json`; print each label's pixel share."""
+    import json
+
     import numpy as np
     import PIL.Image
 
@@ -93,16 +98,29 @@ def _write_result(source: str, image: Any, result: Any, prefix: Path, alpha: flo
         f"{prefix}_overlay.png"
     )
     label_map = result.label_map.numpy()
+    if len(result.labels) <= 256:
+        PIL.Image.fromarray(label_map.astype(np.uint8)).save(f"{prefix}_labels.png")
+    else:
+        PIL.Image.fromarray(label_map.astype(np.uint16)).save(f"{prefix}_labels.png")
     pixels = np.bincount(label_map.ravel(), minlength=len(result.labels))
-    for index, label in enumerate(result.labels):
-        mask = ((label_map == index) * 255).astype(np.uint8)
-        PIL.Image.fromarray(mask).save(f"{prefix}_mask_{_safe(label)}.png")
+    shares = 100.0 * pixels / label_map.size
+    summary = {
+        "source": source,
+        "width": image.width,
+        "height": image.height,
+        "labels": list(result.labels),
+        "background_index": result.background_index,
+        "scores": [float(v) for v in result.scores],
+        "pixel_percent": [float(v) for v in shares],
+        "label_map": Path(f"{prefix}_labels.png").name,
+    }
+    Path(f"{prefix}.json").write_text(json.dumps(summary, indent=2) + "\n")
     logger.info("wrote %s_*", prefix)
     width = max(len("label"), *(len(label) for label in result.labels))
     print(f"{source} ({image.width}x{image.height})")
     print(f"  {'label':<{width}}  {'pixels %':>8}")
     for index in np.argsort(-pixels, kind="stable"):
-        print(f"  {result.labels[index]:<{width}}  {100.0 * pixels[index] / label_map.size:8.2f}")
+        print(f"  {result.labels[index]:<{width}}  {shares[index]:8.2f}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -145,6 +163,8 @@ def main(argv: list[str] | None = None) -> int:
         labels = validate_labels(labels, options.with_background)
         if not 0.0 <= args.alpha <= 1.0:
             raise ValueError(f"--alpha must be in [0, 1], got {args.alpha}")
+        if not args.timeout > 0:
+            raise ValueError(f"--timeout must be a positive number of seconds, got {args.timeout}")
     except ValueError as error:
         parser.error(str(error))
 
@@ -159,18 +179,24 @@ def main(argv: list[str] | None = None) -> int:
             labels = validate_labels(labels, options.with_background)
         except ValueError as error:
             parser.error(str(error))
-    text_embeds = segmenter.encode_labels(labels, options.templates, options.template_ensemble)
+    try:  # the prompt-length check needs the model's tokenizer
+        text_embeds = segmenter.encode_labels(labels, options.templates, options.template_ensemble)
+    except ValueError as error:
+        parser.error(str(error))
     output = Path(args.output)
     output.mkdir(parents=True, exist_ok=True)
     used: set[str] = set()
-    status = 0
+    failed = []
     for source in args.images:
         try:
-            image = to_rgb_image(source)
+            image = to_rgb_image(source, timeout=args.timeout)
+            result = segmenter.segment(image, labels, options=options, text_embeds=text_embeds)[0]
         except (ValueError, OSError) as error:
-            print(f"groupvit segment: error: cannot read {source}: {error}", file=sys.stderr)
-            status = 2
+            print(f"groupvit segment: error: {source}: {error}", file=sys.stderr)
+            failed.append(source)
             continue
-        result = segmenter.segment(image, labels, options=options, text_embeds=text_embeds)[0]
         _write_result(source, image, result, output / _stem(source, used), args.alpha)
-    return status
+    if failed:
+        print(f"groupvit segment: {len(failed)} of {len(args.images)} images failed: {failed}", file=sys.stderr)
+        return 2
+    return 0

@@ -4,7 +4,9 @@ The protocol (class names, renames, template, background threshold, resolution, 
 preset (`groupvit.segmentation.protocols.get_protocol`): `voc`, `context`, `coco_object`, or `synthetic` for our
 generated data.
 Annotations use 0 for background, 1..C for the classes in protocol order and 255 for "ignore", so predictions are made
-with the background first.
+with the background first. A protocol without a background class (`background_threshold=None`: VOC20, Context59,
+COCO-Stuff, Cityscapes, ADE20K) predicts one of the C classes at every pixel; its annotations must then hold no 0, and
+its mIoU is over the C classes.
 
 `evaluate_segmentation` runs on one process or under Accelerate: each process takes every `num_processes`-th image
 and the confusion matrices are summed across processes at the end.
@@ -24,7 +26,7 @@ from PIL import Image
 from groupvit.evaluation.confusion import ConfusionMatrix
 from groupvit.evaluation.diagnostics import GroupingDiagnostics
 from groupvit.segmentation.protocols import SegmentationProtocol, get_protocol
-from groupvit.segmentation.segmenter import GroupViTSegmenter
+from groupvit.segmentation.segmenter import GroupViTSegmenter, resize_logits
 from groupvit.segmentation.visualization import colorize, grid, group_overlay, label_colors, legend, overlay
 
 logger = logging.getLogger(__name__)
@@ -70,6 +72,33 @@ def _json_default(value: Any) -> Any:
     return str(value)
 
 
+def load_annotated_dataset(source: str, split: str = "validation") -> Any:
+    """The `split` of a `datasets` source: a `save_to_disk` folder (one dataset, or several splits with
+    `dataset_dict.json`), an `imagefolder` directory, parquet/arrow files or a Hub id.
+
+    Raises:
+        ValueError: For a `save_to_disk` folder without `split` (naming the splits it has), or a dataset without rows.
+    """
+    import datasets
+
+    from groupvit.data.streams import load_hf_dataset
+
+    folder = Path(source)
+    if folder.is_dir() and (folder / "dataset_dict.json").is_file():
+        names = json.loads((folder / "dataset_dict.json").read_text()).get("splits", [])
+        if split not in names:
+            raise ValueError(f"dataset {source!r} has no split {split!r}; its splits: {sorted(names)}")
+        folder = folder / split
+    state = folder / "state.json"
+    if folder.is_dir() and state.is_file() and not json.loads(state.read_text()).get("_data_files"):
+        # `datasets.load_from_disk` fails with an IndexError on a dataset saved without rows
+        raise ValueError(f"split {split!r} of dataset {source!r} has no rows: nothing to evaluate")
+    dataset = datasets.load_from_disk(str(folder)) if state.is_file() else load_hf_dataset(source, split=split)
+    if hasattr(dataset, "__len__") and len(dataset) == 0:
+        raise ValueError(f"split {split!r} of dataset {source!r} has no rows: nothing to evaluate")
+    return dataset
+
+
 def samples_from_dataset(dataset: Any, image_column: str = "image", annotation_column: str = "annotation") -> Iterator:
     """`EvaluationSample`s from a `datasets` dataset (or any iterable of dicts) with image + annotation columns."""
     for index, row in enumerate(dataset):
@@ -105,11 +134,16 @@ def evaluate_segmentation(
     Args:
         segmenter: The model wrapper.
         samples: Images with annotations in protocol label order.
-        protocol: Labels and inference options (the background threshold included).
+        protocol: Labels and inference options. With `background_threshold=None` every pixel gets one of the C
+            labels, the annotations must hold no background (0) and the report's classes are the C labels.
         accelerator: Optional `accelerate.Accelerator`: images are split across processes and results summed.
         overlay_dir: Where to write `overlay_grid.png` (image | ground truth | prediction) and group maps.
         num_overlays: Images (from the first process) shown in the overlay grid.
         progress: Show a progress bar on the main process.
+
+    Raises:
+        ValueError: When there is no image to score (on every process together), for an annotation whose size
+            differs from its image, or a background pixel in a protocol without background.
 
     Returns:
         The report (identical on every process). When every image took one window, it also holds the grouping
@@ -119,8 +153,7 @@ def evaluate_segmentation(
     from tqdm.auto import tqdm
 
     options = protocol.options.replace(background_first=True)
-    if options.background_threshold is None:
-        raise ValueError(f"protocol {protocol.name!r} needs a background_threshold to score background pixels")
+    with_background = options.with_background
     labels = protocol.labels
     rank, world = (accelerator.process_index, accelerator.num_processes) if accelerator else (0, 1)
     text_embeds = segmenter.encode_labels(labels, options.templates, options.template_ensemble)
@@ -134,7 +167,18 @@ def evaluate_segmentation(
         if index % world != rank:
             continue
         result = segmenter.segment(sample.image, labels, options=options, text_embeds=text_embeds)[0]
-        prediction = result.label_map.cpu().numpy()
+        # in the annotations' numbering: 0 background, 1..C the labels
+        prediction = result.label_map.cpu().numpy() + (0 if with_background else 1)
+        if not with_background and (sample.annotation == 0).any():
+            raise ValueError(
+                f"{protocol.name}: annotation {sample.name!r} holds background (0) pixels, but the protocol has no "
+                "background class (background_threshold=None)"
+            )
+        label_logits = None
+        if result.group_maps:  # the diagnostics (one window only) read the labels' logits after a background row
+            label_logits = resize_logits(result.label_logits, tuple(result.label_map.shape))
+            if not with_background:
+                label_logits = torch.cat([label_logits.new_full((1, *label_logits.shape[1:]), -1.0), label_logits])
         if prediction.shape != sample.annotation.shape:
             raise ValueError(
                 f"annotation {sample.name!r} has shape {sample.annotation.shape}, image {prediction.shape}"
@@ -144,7 +188,7 @@ def evaluate_segmentation(
         if present:
             hits += int(int(result.image_scores.argmax()) + 1 in present)
             images += 1
-        diagnostics.update(sample.annotation, result.group_maps, result.label_logits)
+        diagnostics.update(sample.annotation, result.group_maps, label_logits)
         if len(rows) < num_overlays and overlay_dir is not None:
             rows.append(_overlay_row(sample, result, labels))
             if result.group_maps:
@@ -159,17 +203,20 @@ def evaluate_segmentation(
         totals = accelerator.reduce(torch.tensor([hits, images], device=accelerator.device), reduction="sum")
         hits, images = (int(v) for v in totals.tolist())
         num_images = diagnostics.num_images
+    if num_images == 0:
+        raise ValueError(f"no images to evaluate for protocol {protocol.name!r}: the dataset is empty")
+    # without a background class its row and column of the matrix stay empty: NaN IoU, left out of the means
     metrics = confusion.compute()
+    names = ["background", *labels] if with_background else labels
+    per_category = metrics["per_category_iou"][0 if with_background else 1 :]
     report = EvaluationReport(
         protocol=protocol.name,
-        labels=["background", *labels],
+        labels=names,
         num_images=num_images,
         mean_iou=float(metrics["mean_iou"]),
         mean_accuracy=float(metrics["mean_accuracy"]),
         overall_accuracy=float(metrics["overall_accuracy"]),
-        per_category_iou={
-            name: float(v) for name, v in zip(["background", *labels], metrics["per_category_iou"], strict=True)
-        },
+        per_category_iou={name: float(v) for name, v in zip(names, per_category, strict=True)},
         classification_accuracy=hits / max(1, images),
         options=options.to_dict(),
         **diagnostics.summary(),

@@ -32,18 +32,17 @@ import logging
 import math
 import os
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-import torch
 
-from groupvit.evaluation.datasets import BACKGROUND_INDEX, BenchmarkFiles, find_benchmark, get_layout, open_benchmark
-from groupvit.evaluation.evaluate import EvaluationSample, evaluate_segmentation
-from groupvit.segmentation.protocols import BACKGROUND_LABEL, SegmentationOptions, SegmentationProtocol, get_protocol
-from groupvit.segmentation.segmenter import GroupViTSegmenter, SegmentationResult
+from groupvit.evaluation.datasets import BenchmarkFiles, find_benchmark, get_layout, open_benchmark
+from groupvit.evaluation.evaluate import evaluate_segmentation
+from groupvit.segmentation.protocols import SegmentationOptions, SegmentationProtocol, get_protocol
+from groupvit.segmentation.segmenter import GroupViTSegmenter
 
 logger = logging.getLogger(__name__)
 
@@ -277,53 +276,6 @@ def format_table(suite: SuiteResult) -> str:
     return "\n".join(lines + ([""] + notes if notes else [])) + "\n"
 
 
-class _ForegroundOnlySegmenter:
-    """Lets `evaluate_segmentation`, which scores `background + C` classes, score a preset without background.
-
-    The wrapped segmenter runs without a background class (arg-max over the C labels); the result gets a background
-    row at index 0 that never wins, so predictions are `1..C` as the annotations of these presets (which never hold
-    0): the background row and column of the confusion matrix stay empty, its IoU is NaN and the NaN-mean is the
-    mIoU over the C classes. To be removed once `evaluate_segmentation` takes `background_threshold=None` itself.
-    """
-
-    def __init__(self, segmenter: Any) -> None:
-        self.segmenter = segmenter
-
-    def encode_labels(self, *args: Any, **kwargs: Any) -> torch.Tensor:
-        return self.segmenter.encode_labels(*args, **kwargs)
-
-    def segment(
-        self, images: Any, labels: Sequence[str], *, options: SegmentationOptions, text_embeds: Any = None
-    ) -> list[SegmentationResult]:
-        options = options.replace(background_threshold=None)
-        results = self.segmenter.segment(images, labels, options=options, text_embeds=text_embeds)
-        return [_with_unused_background(result) for result in results]
-
-
-def _with_unused_background(result: SegmentationResult) -> SegmentationResult:
-    if result.background_index is not None:
-        raise ValueError("expected a result without a background class")
-    logits = result.label_logits
-    # (1, H, W) background logits below every class logit, so the arg-max never picks it
-    never = torch.full_like(logits[:1], torch.finfo(logits.dtype).min)
-    return dataclasses.replace(
-        result,
-        labels=[BACKGROUND_LABEL, *result.labels],
-        label_logits=torch.cat([never, logits]),
-        label_map=result.label_map + 1,
-        scores=torch.cat([result.scores.new_zeros(1), result.scores]),
-        background_index=0,
-    )
-
-
-def _without_background_pixels(samples: Iterable[EvaluationSample], name: str) -> Iterator[EvaluationSample]:
-    """The samples of a preset without background, checked to hold no background label."""
-    for sample in samples:
-        if (sample.annotation == BACKGROUND_INDEX).any():
-            raise ValueError(f"{name}: annotation {sample.name!r} holds background (0) pixels, but {name} has none")
-        yield sample
-
-
 def _resolve_protocols(protocols: Sequence[str] | str) -> list[str]:
     if protocols == "all":
         return list(SUITE_PROTOCOLS)
@@ -454,20 +406,13 @@ def run_suite(
             suite.results[name] = previous
             suite.reused.append(name)
             continue
-        samples: Iterable[EvaluationSample] = files.samples(limit)
-        scorer: Any = segmenter
         scored = dataclasses.replace(protocol, options=options)
-        if not options.with_background:
-            samples = _without_background_pixels(samples, name)
-            scorer = _ForegroundOnlySegmenter(segmenter)
-            # evaluate_segmentation insists on a threshold; the wrapper runs without one
-            scored = dataclasses.replace(protocol, options=options.replace(background_threshold=1.0))
         start = time.perf_counter()
-        report = evaluate_segmentation(scorer, samples, scored, accelerator=accelerator, progress=progress)
+        report = evaluate_segmentation(
+            segmenter, files.samples(limit), scored, accelerator=accelerator, progress=progress
+        )
         seconds = time.perf_counter() - start
         per_category = dict(report.per_category_iou)
-        if not options.with_background:
-            per_category.pop(BACKGROUND_LABEL)
         result = BenchmarkResult(
             protocol=name,
             mean_iou=report.mean_iou,

@@ -31,6 +31,7 @@ _EXPORTS = {
     "get_protocol": "protocols",
     "register_protocol": "protocols",
     "validate_labels": "protocols",
+    "normalize_label": "protocols",
     "expected_windows": "windows",
     "fit_to_patches": "windows",
     "rescaled_size": "windows",

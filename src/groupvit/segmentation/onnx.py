@@ -302,7 +302,7 @@ def export_onnx(
     """
     if not isinstance(opset, int) or isinstance(opset, bool) or opset < _MIN_OPSET:
         raise ValueError(f"opset must be an int >= {_MIN_OPSET}, got {opset!r}")
-    if not isinstance(model, GroupViTModel):
+    if isinstance(model, (str, os.PathLike)):
         source = model
         model = GroupViTModel.from_pretrained(source, dtype=torch.float32)
         if processor is None:

@@ -40,6 +40,7 @@ __all__ = [
     "check_template",
     "check_templates",
     "get_protocol",
+    "normalize_label",
     "register_protocol",
     "validate_labels",
 ]
@@ -303,24 +304,71 @@ def available_protocols() -> list[str]:
     return sorted(_PROTOCOLS)
 
 
-def validate_labels(labels: Any, with_background: bool = False) -> list[str]:
-    """Return `labels` as a list of strings; raise ValueError for an empty list, a non-string, an empty string or a
-    duplicate, and for a label named `background` when the background class is enabled."""
+def normalize_label(label: str) -> str:
+    """The form under which two labels are the same prompt: whitespace runs collapsed, case folded.
+
+    Example:
+        ```python
+        >>> normalize_label("  Dining   Table ")
+        'dining table'
+
+        ```
+    """
+    return " ".join(label.split()).casefold()
+
+
+def validate_labels(
+    labels: Any,
+    with_background: bool = False,
+    *,
+    tokenizer: Any = None,
+    templates: Sequence[str] | None = None,
+    max_length: int | None = None,
+) -> list[str]:
+    """Return `labels` as a list of strings, or raise ValueError naming the offending label.
+
+    Refused: an empty list, a non-string, an empty string, two labels that are the same after
+    :func:`normalize_label` (`"Cat"` and `"cat "`: the CLIP tokenizer lower-cases, so they would be the same prompt),
+    a label named `background` (in any case) when the background class is enabled, and, when a `tokenizer` is
+    given, a label whose prompt in any of `templates` is longer than the text model's context (it would be cut, and
+    two long labels could become the same prompt).
+
+    Args:
+        labels: The candidate labels.
+        with_background: Whether the background class is enabled.
+        tokenizer: Tokenizer of the text model (optional).
+        templates: Prompt templates (default: the default template) for the length check.
+        max_length: The text context in tokens (default: `tokenizer.model_max_length`).
+    """
     if isinstance(labels, str) or not isinstance(labels, Sequence):
         raise ValueError(f"candidate labels must be a list of strings, got {labels!r}")
     labels = list(labels)
     if not labels:
         raise ValueError("candidate labels are empty; pass at least one label")
-    seen: set[str] = set()
+    seen: dict[str, str] = {}
     for label in labels:
         if not isinstance(label, str) or not label.strip():
             raise ValueError(f"every candidate label must be a non-empty string, got {label!r}")
-        if label in seen:
-            raise ValueError(f"duplicate candidate label {label!r}")
-        seen.add(label)
-    if with_background and BACKGROUND_LABEL in seen:
+        key = normalize_label(label)
+        if key in seen:
+            same = "" if seen[key] == label else f" (the same prompt as {seen[key]!r} up to case and spaces)"
+            raise ValueError(f"duplicate candidate label {label!r}{same}")
+        seen[key] = label
+    if with_background and normalize_label(BACKGROUND_LABEL) in seen:
         raise ValueError(
-            f"candidate label {BACKGROUND_LABEL!r} is reserved for the background class when a background threshold "
-            "is set; rename it or disable the threshold"
+            f"candidate label {seen[normalize_label(BACKGROUND_LABEL)]!r} is reserved for the background class when "
+            "a background threshold is set; rename it or disable the threshold"
         )
+    if tokenizer is not None:
+        limit = max_length if max_length is not None else getattr(tokenizer, "model_max_length", None)
+        if limit is not None and limit < 10**6:  # "no limit" tokenizers report a huge number
+            for template in templates or (DEFAULT_TEMPLATE,):
+                prompts = [template.format(label) for label in labels]
+                lengths = [len(ids) for ids in tokenizer(prompts, truncation=False)["input_ids"]]
+                for label, prompt, length in zip(labels, prompts, lengths, strict=True):
+                    if length > limit:
+                        raise ValueError(
+                            f"candidate label {label!r} is too long: its prompt {prompt!r} is {length} tokens, over "
+                            f"the text model's context of {limit}; shorten the label"
+                        )
     return labels

@@ -11,6 +11,12 @@ image processor, then cut into `window` x `window` crops with `stride` (448/224)
 overlap (`mode="slide"`), or run at once (`mode="whole"`); the averaged logits are resized to the original image size
 and arg-maxed.
 
+Memory stays bounded whatever the image size and the number of labels: the logits are kept at the resolution of the
+resized image (`(K, h, w)`, at most `short_side` x `max_long_side`), the pixel logits of a batch of windows are made
+one window at a time, and the resize to the original size runs a few labels at a time with a running arg-max, so
+the `(K, H, W)` logits at the original size never exist (:meth:`SegmentationResult.full_size_logits` makes them on
+request). The label map is the same as arg-maxing the full resized logits.
+
 Crops are fed to the model at their own size, as in mmseg 0.18 (no padding to the window size): a crop whose side is
 not a multiple of the patch size is resized to the nearest multiple for the model, and the grouping maps are resized
 back to the crop. So a window at least as large as the image gives exactly the `mode="whole"` result.
@@ -24,7 +30,9 @@ Example:
     >>> segmenter = GroupViTSegmenter(model, GroupViTProcessor.from_bundled(image_size=32), short_side=32, window=32)
     >>> result = segmenter.segment(PIL.Image.new("RGB", (48, 40)), ["cat", "dog"], background_threshold=0.9)[0]
     >>> result.label_logits.shape, result.label_map.shape, result.labels
-    (torch.Size([3, 40, 48]), torch.Size([40, 48]), ['cat', 'dog', 'background'])
+    (torch.Size([3, 32, 38]), torch.Size([40, 48]), ['cat', 'dog', 'background'])
+    >>> result.full_size_logits().shape
+    torch.Size([3, 40, 48])
 
     ```
 """
@@ -44,8 +52,8 @@ import torch
 import torch.nn.functional as F
 
 from groupvit.modeling_groupvit import GroupViTModel, _pair
-from groupvit.processing_groupvit import to_rgb_image
-from groupvit.segmentation.protocols import BACKGROUND_LABEL, SegmentationOptions, validate_labels
+from groupvit.processing_groupvit import IMAGE_URL_TIMEOUT, to_rgb_image
+from groupvit.segmentation.protocols import BACKGROUND_LABEL, SegmentationOptions, check_templates, validate_labels
 from groupvit.segmentation.scoring import (
     encode_label_prompts,
     group_label_scores,
@@ -57,7 +65,14 @@ from groupvit.utils import eval_mode
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["GroupViTSegmenter", "SegmentationResult"]
+__all__ = [
+    "SEGMENTATION_MODEL_ATTRIBUTES",
+    "GroupViTSegmenter",
+    "SegmentationResult",
+    "check_segmentation_model",
+    "resize_logits",
+    "upsampled_argmax",
+]
 
 
 @dataclass
@@ -67,9 +82,11 @@ class SegmentationResult:
     Args:
         labels: Class names indexed by `label_map`: the candidate labels, plus `"background"` at `background_index`
             when the background class is enabled (last by default, first with `background_first=True`).
-        label_logits: `(K, H, W)` float32 logits at the original image size, `K = C` or `C + 1`.
-        label_map: `(H, W)` int64 arg-max of `label_logits`, an index into `labels`.
-        scores: `(K,)` mean logit of each label over the pixels it wins (0 where it wins none).
+        label_logits: `(K, h, w)` float32 logits at the resolution of the model input (the image after the
+            short-side resize), `K = C` or `C + 1`; :meth:`full_size_logits` resizes them to the original size.
+        label_map: `(H, W)` int64 arg-max of the logits resized to the original image size, an index into `labels`.
+        scores: `(K,)` a confidence in `[0, 1]` per label (0 where it wins no pixel), see
+            :meth:`GroupViTSegmenter.finalize`.
         image_scores: `(C,)` image-level label probabilities (softmax of the scaled image-text similarities), averaged
             over the windows.
         background_index: Index of the background in `labels`, or None.
@@ -86,10 +103,107 @@ class SegmentationResult:
     background_index: int | None = None
     group_maps: tuple[torch.Tensor, ...] | None = None
 
+    def full_size_logits(self) -> torch.Tensor:
+        """The `(K, H, W)` logits at the original image size (`label_map` is their arg-max); `K x H x W` floats."""
+        return resize_logits(self.label_logits, tuple(self.label_map.shape))
+
     def masks(self) -> dict[str, torch.Tensor]:
         """`{label: (H, W) bool mask}` for every label that wins at least one pixel, in label order."""
         present = torch.bincount(self.label_map.flatten(), minlength=len(self.labels))
         return {label: self.label_map == i for i, label in enumerate(self.labels) if present[i] > 0}
+
+
+SEGMENTATION_MODEL_ATTRIBUTES = (
+    "config",
+    "vision_model",
+    "text_model",
+    "visual_projection",
+    "logit_scale",
+    "get_group_embeddings",
+    "get_text_features",
+    "scaled",
+)
+"""What :class:`GroupViTSegmenter` uses of a model: any object with these (a `groupvit.GroupViTModel`, or the same
+class loaded again as remote code with `trust_remote_code=True`, a different class object) can be segmented with."""
+
+
+def check_segmentation_model(model: Any) -> None:
+    """Raise TypeError naming what is missing when `model` lacks :data:`SEGMENTATION_MODEL_ATTRIBUTES`.
+
+    A duck-typed check rather than `isinstance(model, GroupViTModel)`: a model loaded with `trust_remote_code=True`
+    is an instance of the Hub copy of the class, not of this package's.
+    """
+    missing = [name for name in SEGMENTATION_MODEL_ATTRIBUTES if not hasattr(model, name)]
+    if missing:
+        raise TypeError(
+            f"GroupViTSegmenter needs a groupvit.GroupViTModel (or a model with its {', '.join(missing)}), got "
+            f"{type(model).__module__}.{type(model).__name__}; load the checkpoint with "
+            "groupvit.GroupViTModel.from_pretrained"
+        )
+
+
+def resize_logits(logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """`(K, h, w)` logits resized bilinearly (`align_corners=False`) to `size`, float32 (itself when same size)."""
+    if tuple(logits.shape[-2:]) == tuple(size):
+        return logits.float()
+    # (K, h, w) -> (K, H, W)
+    return F.interpolate(logits[None].float(), size=tuple(size), mode="bilinear", align_corners=False)[0]
+
+
+def upsampled_argmax(
+    logits: torch.Tensor,
+    size: tuple[int, int],
+    background_index: int | None = None,
+    max_elements: int = 1 << 24,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Arg-max over labels of `(K, h, w)` logits resized bilinearly to `size`, without making the `(K, H, W)` tensor.
+
+    The labels are resized in chunks of about `max_elements` values (one label at a time for a large image) and
+    folded into a running maximum, so peak memory is a few `H x W` planes whatever `K`. The result equals
+    `F.interpolate(logits[None], size, mode="bilinear", align_corners=False)[0].argmax(0)` (ties go to the first
+    label, as `argmax`), since bilinear resizing treats every channel alone.
+
+    Args:
+        logits: `(K, h, w)` logits.
+        size: `(H, W)` to resize to.
+        background_index: The background row, if any: it gets a chunk of its own and stays out of `best_label`.
+        max_elements: Resized values per chunk.
+
+    Returns:
+        `label_map` `(H, W)` int64, the winning logit `(H, W)`, and the best non-background logit `(H, W)` (None
+        without a background row).
+    """
+    num_labels = logits.shape[0]
+    height, width = size
+    resize = tuple(logits.shape[-2:]) != (height, width)
+    step = max(1, max_elements // (height * width))
+    cuts = {0, num_labels, *range(0, num_labels, step)}
+    if background_index is not None:
+        cuts |= {background_index, background_index + 1}
+    cuts = sorted(cuts)
+    best = label_map = best_label = None
+    for start, stop in zip(cuts[:-1], cuts[1:], strict=True):
+        part = logits[start:stop]
+        if resize:
+            part = resize_logits(part, size)
+        if stop - start == 1:
+            value, index = part[0], None
+        else:
+            value, index = part.max(0)  # first maximum on ties, as argmax
+        if best is None:
+            best = value.clone()
+            label_map = index + start if index is not None else torch.full_like(value, start, dtype=torch.int64)
+        else:
+            better = value > best  # strictly: an earlier label keeps a tie
+            torch.maximum(best, value, out=best)
+            if index is None:
+                label_map.masked_fill_(better, start)
+            else:
+                label_map = torch.where(better, index + start, label_map)
+        if background_index is not None and start != background_index:
+            best_label = value.clone() if best_label is None else torch.maximum(best_label, value, out=best_label)
+        del part, value, index
+    return label_map, best, best_label
 
 
 class GroupViTSegmenter:
@@ -125,11 +239,7 @@ class GroupViTSegmenter:
         options: SegmentationOptions | None = None,
         **option_changes: Any,
     ) -> None:
-        if not isinstance(model, GroupViTModel):
-            raise TypeError(
-                f"GroupViTSegmenter needs a groupvit.GroupViTModel, got {type(model).__module__}."
-                f"{type(model).__name__}; load the checkpoint with groupvit.GroupViTModel.from_pretrained"
-            )
+        check_segmentation_model(model)
         self.model = model
         self.tokenizer = tokenizer if tokenizer is not None else getattr(processor, "tokenizer", None)
         self.image_processor = (
@@ -194,10 +304,18 @@ class GroupViTSegmenter:
             batch_size: Prompts per text-model call.
         """
 
+        templates = self.options.templates if templates is None else check_templates(templates)
+        validate_labels(labels, tokenizer=self.tokenizer, templates=templates, max_length=self._text_context)
         with self._inference_context():
             return encode_label_prompts(
                 self._embed_prompts, labels, self.options, templates, template_ensemble, batch_size
             )
+
+    @property
+    def _text_context(self) -> int | None:
+        """Tokens the text model reads (its position embeddings), or None when unknown."""
+        text_config = getattr(getattr(getattr(self, "model", None), "config", None), "text_config", None)
+        return getattr(text_config, "max_position_embeddings", None)
 
     def _embed_prompts(self, prompts: list[str]) -> torch.Tensor:
         """Projected (not normalised) text embeddings `(N, D)` float32 of a list of prompts."""
@@ -214,16 +332,21 @@ class GroupViTSegmenter:
     # ---- images ----------------------------------------------------------------------------------------------------
 
     def prepare_image(
-        self, image: Any, options: SegmentationOptions | None = None, timeout: float | None = None
+        self,
+        image: Any,
+        options: SegmentationOptions | None = None,
+        timeout: float | None = IMAGE_URL_TIMEOUT,
+        index: int | None = None,
     ) -> tuple[torch.Tensor, tuple[int, int]]:
-        """Load, resize (short side) and normalise one image.
+        """Load, resize (short side) and normalise one image (`timeout`: seconds to wait for a URL; `index`: the
+        image's position in a batch, named in errors).
 
         Returns:
             `pixel_values` `(1, 3, h, w)` float32 at the resized size, normalised by the image processor (its rescale
             factor, mean and std; no resize or crop), and the original `(height, width)`.
         """
         opts = options or self.options
-        image = to_rgb_image(image, timeout=timeout)
+        image = to_rgb_image(image, index=index, timeout=timeout)
         original_size = (image.height, image.width)
         height, width = rescaled_size(*original_size, opts.short_side, opts.max_long_side)
         if (height, width) != original_size:
@@ -257,8 +380,9 @@ class GroupViTSegmenter:
 
     def _forward_windows(
         self, crops: torch.Tensor, text_embeds: torch.Tensor, opts: SegmentationOptions
-    ) -> tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor, ...]]:
-        """Logits `(B, K, h, w)`, image probabilities `(B, C)` and stage maps of a batch of same-size crops."""
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, tuple[torch.Tensor, ...]]:
+        """Pixel -> group maps `(B, G, h, w)`, group scores `(B, G, C)`, image probabilities `(B, C)` and stage
+        maps of a batch of same-size crops (the `(K, h, w)` pixel logits are made one window at a time)."""
         height, width = crops.shape[-2:]
         patch = self.patch_size
         pixel_values = fit_to_patches(crops.to(self.device, torch.float32), patch)
@@ -274,10 +398,7 @@ class GroupViTSegmenter:
         maps = tuple(m.to(group_embeds.device) for m in maps)
         # (B, G, grid_h, grid_w) -> (B, G, h, w)
         pixel_maps = F.interpolate(maps[-1], size=(height, width), mode="bilinear", align_corners=False)
-        logits = pixel_label_logits(
-            pixel_maps, group_scores, opts.background_threshold, opts.assignment, opts.score_mode
-        )
-        return logits, image_probs, maps
+        return pixel_maps, group_scores, image_probs, maps
 
     @torch.inference_mode()
     def predict_logits(
@@ -325,9 +446,17 @@ class GroupViTSegmenter:
                     chunk = crop_jobs[start : start + opts.window_batch_size]
                     # (B, 3, h, w): same-size crops of one or more images
                     crops = torch.cat([pixel_values[i][..., y1:y2, x1:x2] for i, (y1, y2, x1, x2) in chunk])
-                    logits, probs, maps = self._forward_windows(crops, text_embeds, opts)
+                    pixel_maps, group_scores, probs, maps = self._forward_windows(crops, text_embeds, opts)
                     for j, (i, (y1, y2, x1, x2)) in enumerate(chunk):
-                        sums[i][:, y1:y2, x1:x2] += logits[j]
+                        # (1, K, h, w) for this window only: the batch's logits would be B x K x h x w floats
+                        logits = pixel_label_logits(
+                            pixel_maps[j : j + 1],
+                            group_scores[j : j + 1],
+                            opts.background_threshold,
+                            opts.assignment,
+                            opts.score_mode,
+                        )[0]
+                        sums[i][:, y1:y2, x1:x2] += logits
                         counts[i][:, y1:y2, x1:x2] += 1
                         image_scores[i] += probs[j]
                         group_maps[i] = tuple(m[j] for m in maps)
@@ -351,6 +480,16 @@ class GroupViTSegmenter:
     ) -> SegmentationResult:
         """Resize one image's window-averaged logits to its original size and take the arg-max.
 
+        The resize runs a few labels at a time (about `2**24` resized values per step) with a running arg-max, so
+        memory is `O(H x W)` whatever the number of labels; the label map equals the arg-max of all the resized
+        logits (ties go to the first label).
+
+        The `scores` are confidences in `[0, 1]` (with `score_mode="original"`): for a label, the mean over the
+        pixels it wins of its logit there, i.e. of the winning group's score `P_top * P_all` (how strongly the
+        group matches the label, relative to the other labels); for the background, `1 -` the mean best label logit
+        over the background pixels (1 when no label matches there at all). A label that wins no pixel scores 0.
+        With `score_mode="cosine"` the label scores are mean cosine similarities instead (in `[-1, 1]`).
+
         Args:
             prediction: One entry of :meth:`predict_logits`.
             original_size: `(height, width)` of the image before resizing.
@@ -359,9 +498,6 @@ class GroupViTSegmenter:
         """
         opts = options or self.options
         logits = prediction["logits"].float()
-        if tuple(logits.shape[-2:]) != tuple(original_size):
-            # (K, h, w) -> (K, H, W)
-            logits = F.interpolate(logits[None], size=tuple(original_size), mode="bilinear", align_corners=False)[0]
         labels = list(labels)
         background_index = None
         if opts.with_background:
@@ -372,18 +508,24 @@ class GroupViTSegmenter:
                 labels, background_index = [*labels, BACKGROUND_LABEL], len(labels)
         if logits.shape[0] != len(labels):
             raise ValueError(f"got logits for {logits.shape[0]} classes but {len(labels)} labels")
-        label_map = logits.argmax(0)
+        label_map, winning, best_label = upsampled_argmax(logits, tuple(original_size), background_index)
+        flat = label_map.flatten()
+        pixels = torch.bincount(flat, minlength=len(labels)).to(logits.dtype)
         # mean winning logit per label: (H*W,) scattered by label
-        winning = logits.gather(0, label_map[None]).flatten()
-        pixels = torch.bincount(label_map.flatten(), minlength=len(labels)).to(logits.dtype)
-        totals = torch.zeros(len(labels), dtype=logits.dtype, device=logits.device)
-        totals.scatter_add_(0, label_map.flatten(), winning)
+        totals = torch.zeros(len(labels), dtype=logits.dtype, device=logits.device).scatter_add_(
+            0, flat, winning.flatten()
+        )
+        scores = totals / pixels.clamp(min=1)
+        if background_index is not None and pixels[background_index] > 0:
+            # 1 - mean best label logit over the background pixels
+            best_total = torch.zeros_like(totals).scatter_add_(0, flat, best_label.flatten())[background_index]
+            scores[background_index] = 1.0 - best_total / pixels[background_index]
         group_maps = prediction.get("group_maps")
         return SegmentationResult(
             labels=labels,
             label_logits=logits.cpu(),
             label_map=label_map.cpu(),
-            scores=(totals / pixels.clamp(min=1)).cpu(),
+            scores=scores.cpu(),
             image_scores=prediction["image_scores"].float().cpu(),
             background_index=background_index,
             group_maps=None if group_maps is None else tuple(m.cpu() for m in group_maps),
@@ -419,7 +561,7 @@ class GroupViTSegmenter:
             text_embeds = self.encode_labels(labels, opts.templates, opts.template_ensemble)
         elif text_embeds.ndim != 2 or text_embeds.shape[0] != len(labels):
             raise ValueError(f"text_embeds must have shape ({len(labels)}, D), got {tuple(text_embeds.shape)}")
-        prepared = [self.prepare_image(image, opts) for image in images]
+        prepared = [self.prepare_image(image, opts, index=i) for i, image in enumerate(images)]
         predictions = self.predict_logits([values for values, _ in prepared], text_embeds, opts)
         return [self.finalize(p, size, labels, opts) for p, (_, size) in zip(predictions, prepared, strict=True)]
 
