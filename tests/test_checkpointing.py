@@ -109,3 +109,71 @@ def test_resume_restores_the_scheduler(run_copy):
     assert pretrain_main(_args(run_copy, 4, "--resume_from_checkpoint", "latest")) == 0
     scheduler = json.loads((run_copy / "checkpoint-4" / "scheduler.json").read_text())
     assert scheduler["last_epoch"] == 4 and scheduler["_step_count"] == 5
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# fault injection: an output folder that cannot be written fails the run at start, naming the folder
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def _unwritable_output(tmp_path: Path) -> Path:
+    """An output path that no process can create: its parent is a regular file (works as root, unlike chmod)."""
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    return blocker / "run"
+
+
+def test_output_under_a_regular_file_fails_at_start_naming_it(tmp_path, capsys, monkeypatch):
+    import groupvit.training.trainer as trainer
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("the model was built: the output folder was not checked first")
+
+    monkeypatch.setattr(trainer, "build_model", no_training)
+    output = _unwritable_output(tmp_path)
+    assert pretrain_main(_args(output, 2)) == 2
+    err = capsys.readouterr().err
+    assert str(output) in err and "not a writable folder" in err and "Traceback" not in err
+    # the library refuses it too, before building anything
+    from groupvit.training.config import TrainingConfig
+
+    config = TrainingConfig.from_dict({"output_dir": str(output), "model_preset": "groupvit-tiny"})
+    with pytest.raises(ValueError, match="output_dir=.*a_file/run.*not a writable folder"):
+        trainer.train(config)
+
+
+def test_read_only_output_folder_fails_at_start(tmp_path, capsys):
+    import os
+    import stat
+
+    folder = tmp_path / "read_only"
+    folder.mkdir()
+    folder.chmod(stat.S_IRUSR | stat.S_IXUSR | stat.S_IRGRP | stat.S_IXGRP | stat.S_IROTH | stat.S_IXOTH)  # 0o555
+    try:
+        if os.access(folder, os.W_OK):
+            pytest.skip("running as root: chmod 0o555 does not stop writes (the regular-file parent case covers it)")
+        assert pretrain_main(_args(folder, 2)) == 2
+        err = capsys.readouterr().err
+        assert str(folder) in err and "not a writable folder" in err
+        assert not list(folder.iterdir())
+    finally:
+        folder.chmod(0o755)
+
+
+def test_run_logs_a_summary_at_start_and_end(tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="groupvit.training.trainer")
+    output = tmp_path / "run"
+    assert pretrain_main(_args(output, 2, "--scale_lr", "true", "--learning_rate", "0.004096")) == 0
+    messages = [r.getMessage() for r in caplog.records if r.name == "groupvit.training.trainer"]
+    start = next(m for m in messages if m.startswith("Run summary (start)"))
+    end = next(m for m in messages if m.startswith("Run summary (end)"))
+    # 2 steps x global batch 4 (4 per device x 1 x 1 process); lr 0.004096 scaled by 4/4096 -> 4e-06
+    assert "2 optimizer steps" in start and "8 image-caption pairs" in start
+    assert "global batch:         4 = 4 per device x 1 accumulation x 1 process(es)" in start
+    assert "peak learning rate:   4e-06" in start and "precision:            no" in start
+    assert "synthetic 'objects' (64 pairs" in start
+    summary = json.loads((output / "train_summary.json").read_text())
+    assert "steps:      2" in end and "samples:    8" in end
+    assert f"final losses: loss={summary['loss']:.4f}" in end
+    assert "skipped samples: none" in end and f"model saved to: {output}" in end
+    assert summary["wall_time_s"] > 0 and summary["samples_this_run"] == 8

@@ -17,6 +17,7 @@ import types
 import typing
 from typing import Any, Literal
 
+from groupvit.training.checkpointing import ensure_writable_directory
 from groupvit.training.config import (
     DataArguments,
     LossArguments,
@@ -186,6 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config: TrainingConfig = load_training_config(path, overrides)
         validate_config(config, num_processes=int(os.environ.get("WORLD_SIZE", "1")))
+        ensure_writable_directory(config.output_dir)
     except (ValueError, TypeError, OSError) as exn:
         print(f"groupvit pretrain: invalid configuration: {exn}", file=sys.stderr)
         return 2

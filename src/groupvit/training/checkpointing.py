@@ -28,6 +28,27 @@ class UnsafeCheckpointError(ValueError):
     """A checkpoint file that cannot be loaded as plain data (`torch.load(weights_only=True)`)."""
 
 
+def ensure_writable_directory(path: str | Path, name: str = "output_dir") -> Path:
+    """Create `path` if needed and prove that a file can be written in it, before any work is done.
+
+    A run whose output folder is read-only, or whose path runs through a regular file, would otherwise fail at its
+    first checkpoint or at the final save, after the training time is spent.
+
+    Raises:
+        ValueError: The folder cannot be created or written to; the message names `name` and the folder.
+    """
+    directory = Path(path)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        probe = directory / f".write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as error:
+        reason = error.strerror or type(error).__name__
+        raise ValueError(f"{name}={str(directory)!r} is not a writable folder: {reason}") from error
+    return directory
+
+
 def list_checkpoints(output_dir: str | Path) -> list[Path]:
     """Complete checkpoints, oldest first (temporary directories of interrupted saves are ignored)."""
     root = Path(output_dir)

@@ -41,7 +41,13 @@ from groupvit.data.transforms import transform_from_processor
 from groupvit.modeling_groupvit import GroupViTModel
 from groupvit.processing_groupvit import GroupViTProcessor
 from groupvit.segmentation.scoring import chained_stages, count_used_groups
-from groupvit.training.checkpointing import list_checkpoints, load_checkpoint, resolve_checkpoint, save_checkpoint
+from groupvit.training.checkpointing import (
+    ensure_writable_directory,
+    list_checkpoints,
+    load_checkpoint,
+    resolve_checkpoint,
+    save_checkpoint,
+)
 from groupvit.training.config import (
     REFERENCE_BATCH_SIZE,
     DataArguments,
@@ -196,12 +202,12 @@ def train(config: TrainingConfig) -> dict[str, Any]:
     from tqdm.auto import tqdm
     from transformers import get_scheduler
 
+    ensure_writable_directory(config.output_dir)  # before anything is trained: a run must not fail at its first save
     trackers = _available_trackers(config.report_to)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     accelerator = _make_accelerator(config, trackers)
     validate_config(config, accelerator.num_processes)
     set_seed(config.seed)
-    Path(config.output_dir).mkdir(parents=True, exist_ok=True)
 
     processor = GroupViTProcessor.from_bundled(image_size=config.data.image_size)
     model = build_model(config)
@@ -255,6 +261,9 @@ def train(config: TrainingConfig) -> dict[str, Any]:
         logger.info("Resumed from %s at step %d", checkpoint, state["step"])
     if trackers:
         accelerator.init_trackers("groupvit", config=_flat_config(config))
+    if accelerator.is_main_process:
+        logger.info(_start_summary(config, accelerator, batch, optimizer.param_groups[0]["initial_lr"], state["step"]))
+    run_start, samples_at_start = time.perf_counter(), state["samples_seen"]
 
     validation = _validation_samples(config) if config.eval_steps and accelerator.is_main_process else None
     skipped: Counter[str] = Counter(state["skipped"])
@@ -329,6 +338,8 @@ def train(config: TrainingConfig) -> dict[str, Any]:
         mixed_precision=accelerator.mixed_precision,
         gradient_accumulation_steps=accelerator.gradient_accumulation_steps,
         num_processes=accelerator.num_processes,
+        wall_time_s=time.perf_counter() - run_start,
+        samples_this_run=state["samples_seen"] - samples_at_start,
         history=history,
     )
     if sum(total_skipped.values()):
@@ -340,8 +351,57 @@ def train(config: TrainingConfig) -> dict[str, Any]:
 
         save_file({k: v.contiguous() for k, v in loss_fn.state_dict().items()}, Path(config.output_dir) / LOSS_STATE)
     accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        logger.info(_end_summary(summary, config.output_dir))
     accelerator.end_training()
     return summary
+
+
+def _data_description(data: DataArguments) -> str:
+    if data.source == "synthetic":
+        return f"synthetic {data.synthetic_preset!r} ({data.synthetic_num_samples} pairs, seed {data.synthetic_seed})"
+    if data.source == "webdataset":
+        return f"webdataset {data.train_shards!r}"
+    return f"datasets {data.dataset!r} split {data.split!r}" + (" (streaming)" if data.streaming else "")
+
+
+def _start_summary(config: TrainingConfig, accelerator: Any, batch: int, lr: float, start_step: int) -> str:
+    """What the run is about to do, in one block: the numbers a reader checks before leaving a run alone."""
+    scaling = f" (x{batch / REFERENCE_BATCH_SIZE:g} of {config.learning_rate:g} for batch {batch})"
+    resuming = f", resuming at {start_step}" if start_step else ""
+    lines = [
+        "Run summary (start)",
+        f"  steps:                {config.max_steps} optimizer steps{resuming}",
+        f"  examples:             {config.max_steps * batch} image-caption pairs ({batch} per step)",
+        f"  global batch:         {batch} = {config.per_device_train_batch_size} per device x "
+        f"{accelerator.gradient_accumulation_steps} accumulation x {accelerator.num_processes} process(es)",
+        f"  peak learning rate:   {lr:.4g}{scaling if config.scale_lr else ' (not scaled)'}",
+        f"  precision:            {accelerator.mixed_precision}",
+        f"  gradient accumulation: {accelerator.gradient_accumulation_steps}",
+        f"  devices:              {accelerator.num_processes} process(es) on {accelerator.device.type}",
+        f"  data:                 {_data_description(config.data)}",
+        f"  output:               {config.output_dir}",
+    ]
+    return "\n".join(lines)
+
+
+def _end_summary(summary: dict[str, Any], output_dir: str) -> str:
+    """What the run did: steps, samples, time, throughput, final losses, skipped samples, where the model went."""
+    wall = summary["wall_time_s"]
+    losses = {k: v for k, v in summary.items() if k == "loss" or k.startswith("loss/")}
+    skipped = summary.get("skipped") or {}
+    lines = [
+        "Run summary (end)",
+        f"  steps:      {summary['step']}",
+        f"  samples:    {summary['samples_seen']}",
+        f"  wall time:  {wall:.1f} s",
+        f"  samples/s:  {summary['samples_this_run'] / wall if wall > 0 else float('nan'):.1f} (this process' run)",
+        "  final losses: " + (", ".join(f"{k}={v:.4f}" for k, v in losses.items()) or "none logged"),
+        "  skipped samples: "
+        + (", ".join(f"{reason}: {count}" for reason, count in sorted(skipped.items())) if skipped else "none"),
+        f"  model saved to: {output_dir}",
+    ]
+    return "\n".join(lines)
 
 
 def _average_gradients(accelerator: Any, loss_fn: torch.nn.Module) -> None:
