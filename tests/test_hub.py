@@ -174,7 +174,7 @@ def test_push_main(model_folder, hub_calls, capsys):
     assert len(hub_calls) == 3  # a dry run calls nothing
 
     (model_folder / "model.safetensors").unlink()
-    assert push_main([str(model_folder), "--repo-id", REPO_ID]) == 1
+    assert push_main([str(model_folder), "--repo-id", REPO_ID]) == 2  # one line on stderr (was 1 before)
     with pytest.raises(SystemExit):
         push_main([str(model_folder)])  # --repo-id is required
 

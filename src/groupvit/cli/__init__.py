@@ -18,7 +18,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 
-__all__ = ["SUBCOMMANDS", "Subcommand", "main", "register_subcommand"]
+__all__ = ["SUBCOMMANDS", "Subcommand", "main", "register_subcommand", "report_error"]
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +42,23 @@ SUBCOMMANDS: dict[str, Subcommand] = {
     "app": Subcommand("groupvit.cli.app", "main", "serve a web page (Gradio) for zero-shot segmentation"),
     "export-onnx": Subcommand("groupvit.cli.export_onnx", "main", "export the image and text towers to ONNX"),
 }
+
+
+def report_error(prog: str, error: BaseException | str) -> int:
+    """Print `PROG: error: MESSAGE` as one line on stderr (no traceback) and return the exit status 2.
+
+    The message is the error's text with its line breaks folded (transformers' loading errors span several lines).
+
+    Args:
+        prog: The command, e.g. `"groupvit segment"`.
+        error: The exception or message to report.
+
+    Returns:
+        2, the exit status of a command that was given something it cannot use.
+    """
+    message = " ".join(str(error).split()) or type(error).__name__
+    print(f"{prog}: error: {message}", file=sys.stderr)
+    return 2
 
 
 def register_subcommand(name: str, module: str, function: str, help: str, overwrite: bool = False) -> None:

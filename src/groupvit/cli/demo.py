@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from groupvit.cli import report_error
 from groupvit.cli.shipped_model import DEMO_SETTINGS, resolve_model, run_config_path
 from groupvit.evaluation.evaluate import (
     evaluate_segmentation,
@@ -37,13 +38,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("images", nargs="*", help="your own images to segment (paths)")
     parser.add_argument("--model", default="demo", help="'demo' (shipped), a directory or a Hub id")
-    parser.add_argument("--output", default="demo_output")
+    parser.add_argument("--output", default="demo_output", help="folder for results.json and the pictures")
     parser.add_argument("--labels", help="comma-separated labels for your images (default: the demo classes)")
     parser.add_argument("--num-test", type=int, default=200, help="synthetic test images to score")
     parser.add_argument("--num-validation", type=int, default=100, help="validation images for the threshold")
     parser.add_argument("--train", action="store_true", help="also train a fresh model from scratch first")
     parser.add_argument("--train-steps", type=int, help="optimizer steps of --train (default: the recipe's 600)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="seed of the synthetic splits and of --train")
     return parser.parse_args(argv)
 
 
@@ -98,10 +99,16 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     output = Path(args.output)
-    output.mkdir(parents=True, exist_ok=True)
-    model, settings = resolve_model(args.model)
-    results: dict[str, Any] = {"model": args.model, "preset": PRESET, "settings": settings}
-    results["test"] = score_model(model, args, output, settings)
+    missing = [path for path in args.images if not Path(path).is_file()]
+    if missing:
+        return report_error("groupvit demo", f"image file(s) not found: {', '.join(missing)}")
+    try:
+        model, settings = resolve_model(args.model)
+        results: dict[str, Any] = {"model": args.model, "preset": PRESET, "settings": settings}
+        output.mkdir(parents=True, exist_ok=True)
+        results["test"] = score_model(model, args, output, settings)
+    except (ValueError, OSError) as error:
+        return report_error("groupvit demo", f"cannot run the model {args.model!r}: {error}")
     print(f"== {args.model} model on {args.num_test} synthetic test images ==")
     print(format_report(_as_report(results["test"])))
     if args.train:

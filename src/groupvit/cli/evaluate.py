@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -54,22 +53,28 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--data-root", help="folder holding the suite's benchmarks in mmsegmentation's layouts")
     parser.add_argument("--limit", type=int, help="score at most N images per benchmark (a partial run)")
     parser.add_argument("--dataset", help="datasets source with image + annotation columns (Hub id or local path)")
-    parser.add_argument("--split", default="validation")
-    parser.add_argument("--image-column", default="image")
-    parser.add_argument("--annotation-column", default="annotation")
-    parser.add_argument("--synthetic-preset", default="objects")
-    parser.add_argument("--synthetic-split", default="test", choices=["train", "validation", "test"])
-    parser.add_argument("--synthetic-seed", type=int, default=0)
+    parser.add_argument("--split", default="validation", help="split of --dataset (default: validation)")
+    parser.add_argument("--image-column", default="image", help="image column of --dataset (default: image)")
+    parser.add_argument(
+        "--annotation-column", default="annotation", help="label-map column of --dataset (default: annotation)"
+    )
+    parser.add_argument(
+        "--synthetic-preset", default="objects", help="preset of the generated data (default: objects)"
+    )
+    parser.add_argument(
+        "--synthetic-split", default="test", choices=["train", "validation", "test"], help="generated split to score"
+    )
+    parser.add_argument("--synthetic-seed", type=int, default=0, help="base seed of the generated data")
     parser.add_argument("--image-size", type=int, default=64, help="side of generated synthetic images")
     parser.add_argument("--num-samples", type=int, default=200, help="images to evaluate (synthetic, or a cap)")
     parser.add_argument("--background-threshold", type=float, help="override the protocol's threshold")
-    parser.add_argument("--mode", choices=["whole", "slide"])
-    parser.add_argument("--short-side", type=int)
-    parser.add_argument("--window", type=int)
-    parser.add_argument("--stride", type=int)
+    parser.add_argument("--mode", choices=["whole", "slide"], help="override the protocol's inference mode")
+    parser.add_argument("--short-side", type=int, help="override the protocol's resized short side (px)")
+    parser.add_argument("--window", type=int, help="override the protocol's sliding-window size (px)")
+    parser.add_argument("--stride", type=int, help="override the protocol's sliding-window stride (px)")
     parser.add_argument("--output", default="eval_output", help="results.json (and overlays or results.md) go here")
-    parser.add_argument("--num-overlays", type=int, default=8)
-    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    parser.add_argument("--num-overlays", type=int, default=8, help="overlay pictures to write (default 8)")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"], help="model dtype")
     return parser.parse_args(argv)
 
 
@@ -83,9 +88,10 @@ def _suite_names(protocol: str) -> list[str] | str | None:
     return None
 
 
-def _error(message: str) -> int:
-    print(f"groupvit evaluate: error: {message}", file=sys.stderr)
-    return 2
+def _error(message: str | BaseException) -> int:
+    from groupvit.cli import report_error
+
+    return report_error("groupvit evaluate", message)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -151,8 +157,8 @@ def main(argv: list[str] | None = None) -> int:
         report = evaluate_segmentation(
             segmenter, samples, protocol, accelerator=accelerator, overlay_dir=output, num_overlays=args.num_overlays
         )
-    except ValueError as error:
-        return _error(str(error))
+    except (ValueError, OSError) as error:  # OSError: a model or dataset that cannot be found or reached
+        return _error(error)
     if accelerator.is_main_process:
         output.mkdir(parents=True, exist_ok=True)
         report.save(output / "results.json")

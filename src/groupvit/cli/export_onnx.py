@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from groupvit.cli import report_error
+from groupvit.cli.shipped_model import resolve_model
 from groupvit.segmentation.onnx import _MIN_OPSET, DEFAULT_OPSET, METADATA_FILE, export_onnx
 
 
@@ -14,7 +16,7 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
         description="Export GroupViT's image and text towers to ONNX (with the processor and the logit scale), and "
         "check them against PyTorch with ONNX Runtime.",
     )
-    parser.add_argument("--model", required=True, help="model directory or Hub id (a groupvit GroupViTModel)")
+    parser.add_argument("--model", required=True, help="model directory, Hub id, or 'demo' (the shipped model)")
     parser.add_argument("--output", required=True, help="directory to write the ONNX files into")
     parser.add_argument(
         "--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset, >= {_MIN_OPSET} (default: %(default)s)"
@@ -38,12 +40,17 @@ def main(argv: list[str] | None = None) -> int:
     Prints where the files went and, unless `--no-validate`, the largest absolute error of every output.
 
     Returns:
-        0 on success, 1 when the export fails or ONNX Runtime and PyTorch differ beyond the tolerance.
+        0 on success, 2 when the model cannot be found (a missing folder, an unknown or offline Hub id), 1 when the
+        export fails or ONNX Runtime and PyTorch differ beyond the tolerance.
     """
     args = _parse_args(argv)
     try:
+        model, _ = resolve_model(args.model)
+    except ValueError as error:
+        return report_error("groupvit export-onnx", error)
+    try:
         export = export_onnx(
-            args.model,
+            model,
             args.output,
             opset=args.opset,
             image_size=args.image_size,

@@ -6,9 +6,16 @@ import argparse
 import logging
 from pathlib import Path
 
+from huggingface_hub.errors import HfHubHTTPError
+
+from groupvit.cli import report_error
 from groupvit.hub.push import DEFAULT_COMMIT_MESSAGE, _check_folder, files_to_upload, push_folder_to_hub
 
 logger = logging.getLogger(__name__)
+
+# the Hub client's HTTP errors derive from its transport's HTTPError (httpx), which also covers an unreachable host
+# (a connection error there is not an OSError); OSError covers offline mode and local file errors
+_NETWORK_ERRORS = (OSError, *HfHubHTTPError.__bases__)
 
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -36,7 +43,8 @@ def main(argv: list[str] | None = None) -> int:
         argv: Arguments after `push`; default: `sys.argv[1:]`.
 
     Returns:
-        The exit status: 0 on success, 1 when the folder cannot be pushed.
+        The exit status: 0 on success, 2 when the folder cannot be pushed or the Hub cannot be reached (one line on
+        stderr).
     """
     args = _parse_args(argv)
     try:
@@ -52,8 +60,9 @@ def main(argv: list[str] | None = None) -> int:
             commit_message=args.commit_message,
             create_pr=args.create_pr,
         )
-    except ValueError as error:
-        logger.error("groupvit push: %s", error)
-        return 1
+    except ValueError as error:  # a folder that is missing or not a pushable model
+        return report_error("groupvit push", error)
+    except _NETWORK_ERRORS as error:  # the Hub unreachable, refusing the token, or answering with an HTTP error
+        return report_error("groupvit push", f"cannot push to {args.repo_id!r}: {error}")
     print(getattr(commit, "pr_url", None) or getattr(commit, "commit_url", commit))
     return 0

@@ -6,6 +6,10 @@ per-label score and pixel share, the background index, the image size and source
 share. An image that cannot be read (missing or corrupt file, decompression bomb, URL that fails or does not answer
 within `--timeout` seconds) is reported on stderr and skipped; the others are still segmented, and the exit status is
 then 2.
+
+Order of the checks: the flags, then the images (local files must exist before anything heavy happens: with no
+usable image the model is never loaded), then the model (a missing folder, an unknown or offline Hub id: one line,
+exit status 2). URLs are fetched one by one while segmenting, so an unreachable URL is reported then.
 """
 
 from __future__ import annotations
@@ -75,8 +79,12 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _is_url(source: str) -> bool:
+    return source.startswith(("http://", "https://"))
+
+
 def _stem(image: str, used: set[str]) -> str:
-    path = urlparse(image).path if image.startswith(("http://", "https://")) else image
+    path = urlparse(image).path if _is_url(image) else image
     stem = Path(path).stem or "image"
     unique, n = stem, 1
     while unique in used:
@@ -136,6 +144,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
+    from groupvit.cli import report_error
     from groupvit.cli.shipped_model import inference_options, resolve_model
     from groupvit.processing_groupvit import to_rgb_image
     from groupvit.segmentation import GroupViTSegmenter, SegmentationOptions, get_protocol, validate_labels
@@ -151,12 +160,15 @@ def main(argv: list[str] | None = None) -> int:
     changes = {k: v for k, v in changes.items() if v is not None}
     if args.no_background:
         changes["background_threshold"] = None
-    try:
-        if args.protocol is not None:
+    if args.protocol is not None:
+        try:
             protocol = get_protocol(args.protocol)
-            labels, base = protocol.labels, protocol.options.replace(background_first=False)
-        else:
-            labels, base = [], SegmentationOptions()
+        except ValueError as error:
+            return report_error(parser.prog, error)
+        labels, base = protocol.labels, protocol.options.replace(background_first=False)
+    else:
+        labels, base = [], SegmentationOptions()
+    try:
         if args.labels is not None:
             labels = [label.strip() for label in args.labels.split(",")]
         options = base.replace(**changes)  # the flags, checked before the model loads
@@ -168,9 +180,20 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as error:
         parser.error(str(error))
 
+    failed = [source for source in args.images if not _is_url(source) and not Path(source).is_file()]
+    for source in failed:
+        reason = "is a folder, not an image file" if Path(source).is_dir() else "no such file"
+        print(f"{parser.prog}: error: {source}: {reason}", file=sys.stderr)
+    images = [source for source in args.images if source not in failed]
+    if not images:
+        return 2
+
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    model, settings = resolve_model(args.model)
-    segmenter = GroupViTSegmenter.from_pretrained(model, device=device, dtype=getattr(torch, args.dtype))
+    try:
+        model, settings = resolve_model(args.model)
+        segmenter = GroupViTSegmenter.from_pretrained(model, device=device, dtype=getattr(torch, args.dtype))
+    except (ValueError, OSError) as error:
+        return report_error(parser.prog, f"cannot load the model {args.model!r}: {error}")
     if args.protocol is None:
         # the model's own defaults (as `groupvit demo` and `groupvit app` use them), under the flags
         defaults = inference_options(segmenter.model.config.vision_config.image_size, settings)
@@ -186,8 +209,7 @@ def main(argv: list[str] | None = None) -> int:
     output = Path(args.output)
     output.mkdir(parents=True, exist_ok=True)
     used: set[str] = set()
-    failed = []
-    for source in args.images:
+    for source in images:
         try:
             image = to_rgb_image(source, timeout=args.timeout)
             result = segmenter.segment(image, labels, options=options, text_embeds=text_embeds)[0]

@@ -70,7 +70,10 @@ def resolve_model(name_or_path: str) -> tuple[str, dict[str, Any]]:
         The directory or Hub id, and segmentation option defaults (e.g. the validated background threshold).
     """
     if name_or_path != DEMO_NAME:
-        return name_or_path, load_settings(name_or_path) if Path(name_or_path).is_dir() else {}
+        if Path(name_or_path).is_dir():
+            return name_or_path, load_settings(name_or_path)
+        check_hub_id(name_or_path)
+        return name_or_path, {}
     directory = demo_directory()
     if (directory / "model.safetensors").exists():
         return str(directory), load_settings(directory)
@@ -79,6 +82,36 @@ def resolve_model(name_or_path: str) -> tuple[str, dict[str, Any]]:
     if not (stand_in / "model.safetensors").exists():
         random_demo_model(stand_in)
     return str(stand_in), dict(DEFAULT_SETTINGS)
+
+
+def check_hub_id(name: str) -> None:
+    """Fail early, naming `name`, when a model that is not a local folder cannot be a loadable Hub id.
+
+    A path (absolute, relative, or with more than one `/`), a regular file, or a malformed id is refused; so is a
+    well-formed id that is not in the local Hub cache while the Hub is offline (`HF_HUB_OFFLINE=1`). A well-formed id
+    online is left to `from_pretrained`, whose errors (unknown repository, unreachable Hub) the CLI reports.
+
+    Raises:
+        ValueError: With the model name and what is wrong with it.
+    """
+    from huggingface_hub import constants, try_to_load_from_cache
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id
+
+    if Path(name).exists():
+        raise ValueError(f"model {name!r} is a file, not a model folder (config.json, model.safetensors)")
+    looks_like_path = name.startswith((".", "/", "~")) or name.count("/") > 1 or "\\" in name
+    try:
+        validate_repo_id(name)
+    except HFValidationError:
+        looks_like_path = True
+    if looks_like_path:
+        raise ValueError(f"model folder {name!r} does not exist")
+    cached = try_to_load_from_cache(name, "config.json")
+    if not isinstance(cached, str) and constants.HF_HUB_OFFLINE:
+        raise ValueError(
+            f"model {name!r} is neither a local folder nor in the Hub cache, and the Hub is offline (HF_HUB_OFFLINE)"
+        )
 
 
 def inference_options(image_size: int, settings: Mapping[str, Any] | None = None) -> dict[str, Any]:
