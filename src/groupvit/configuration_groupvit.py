@@ -47,10 +47,18 @@ def _check_positive(config: PreTrainedConfig, *names: str) -> None:
             raise ValueError(f"{type(config).__name__}.{name} must be a positive finite number, got {value!r}")
 
 
+def _check_non_negative(config: PreTrainedConfig, *names: str) -> None:
+    for name in names:
+        value = getattr(config, name)
+        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < math.inf:
+            raise ValueError(f"{type(config).__name__}.{name} must be a finite number >= 0, got {value!r}")
+
+
 def _check_common(config: PreTrainedConfig) -> None:
     """Checks shared by both towers: heads divide the width, eps > 0, dropouts are probabilities, known activation."""
     _check_heads(config)
     _check_positive(config, "layer_norm_eps")
+    _check_non_negative(config, "initializer_range", "initializer_factor")
     for name in ("dropout", "attention_dropout"):
         value = getattr(config, name)
         if not 0.0 <= value <= 1.0:
@@ -204,6 +212,7 @@ class GroupViTVisionConfig(PreTrainedConfig):
     def validate_architecture(self) -> None:
         """Part of `@strict` validation: stage lists agree, sizes are positive, the Gumbel temperature is finite."""
         _check_positive(self, "hidden_size", "intermediate_size", "num_attention_heads", "num_channels", "gumbel_tau")
+        _check_non_negative(self, "assign_eps")
         _check_common(self)
         if not (len(self.depths) == len(self.num_group_tokens) == len(self.num_output_groups)):
             raise ValueError(
@@ -304,6 +313,7 @@ class GroupViTConfig(PreTrainedConfig):
     def validate_architecture(self) -> None:
         """Part of `@strict` validation: projection sizes and the logit-scale clamp are positive and finite."""
         _check_positive(self, "projection_dim", "projection_intermediate_dim", "logit_scale_max")
+        _check_non_negative(self, "initializer_range", "initializer_factor")
 
     @classmethod
     def from_preset(cls, name: str, **overrides: Any) -> GroupViTConfig:

@@ -202,9 +202,14 @@ class TrainingConfig:
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "TrainingConfig":
         """Build from a nested dict (a YAML/JSON file), rejecting unknown keys by name."""
+        if not isinstance(values, dict):
+            raise TypeError(f"a run configuration is a mapping of config keys, got {type(values).__name__}")
         values = dict(values)
         data = values.pop("data", {}) or {}
         loss = values.pop("loss", {}) or {}
+        for name, block in (("data", data), ("loss", loss)):
+            if not isinstance(block, dict):
+                raise TypeError(f"{name}={block!r} must be a mapping of {name}.* keys, got {type(block).__name__}")
         _check_keys(cls, values, "")
         _check_keys(DataArguments, data, "data.")
         _check_keys(LossArguments, loss, "loss.")
@@ -337,6 +342,8 @@ def _check_fields(instance: Any, prefix: str = "") -> None:
                 f"{name}={value!r} has type {type(value).__name__}; expected {_type_name(spec.type)}{hint}"
             )
         if name in _RANGES and value is not None:
+            if not math.isfinite(value):  # NaN passes every comparison below
+                raise ValueError(f"{name}={value!r} is not a finite number")
             low, high = _RANGES[name]
             strict_low, strict_high = name in _GREATER_THAN, name in _BELOW
             too_low = low is not None and (value <= low if strict_low else value < low)
@@ -408,8 +415,11 @@ def validate_config(config: TrainingConfig, num_processes: int = 1) -> None:
         looks_local = data.dataset.startswith((".", "/")) or data.dataset.endswith((".parquet", ".arrow"))
         if looks_local and not glob.glob(data.dataset):  # a path, or a pattern such as `data/*.parquet`
             raise ValueError(f"data.dataset path does not exist: {data.dataset!r}")
-    get_noun_extractor(data.noun_extractor)
-    get_templates(data.prompt_templates)
+    for name, lookup in (("noun_extractor", get_noun_extractor), ("prompt_templates", get_templates)):
+        try:
+            lookup(getattr(data, name))
+        except (KeyError, ValueError) as error:  # the registries' messages do not know the field's name
+            raise ValueError(f"data.{name}: {error}") from None
     if config.push_to_hub and not config.hub_model_id:
         raise ValueError("push_to_hub needs hub_model_id")
     if config.per_device_train_batch_size * num_processes < 2:
