@@ -59,50 +59,63 @@ def image() -> PIL.Image.Image:
     return make_split("objects", "test", 1, 64)[0].image
 
 
-def test_segment_returns_overlay_masks_and_status(app, image):
-    picture, gallery, status = app.segment(image, "sun, leaf ,fish,", 0.5, True, "itap of a {}.")
+def _hex(color) -> str:
+    return "#{:02x}{:02x}{:02x}".format(*(int(c) for c in color))
+
+
+def test_segment_returns_annotations_colors_and_status(app, image):
+    from groupvit.segmentation.visualization import label_colors
+
+    (picture, annotations), color_map, status = app.segment(image, "sun, leaf ,fish,", 0.5, True, "itap of a {}.")
     assert isinstance(picture, PIL.Image.Image) and picture.mode == "RGB"
-    assert picture.width == 384 and picture.height > 384  # upscaled for display, legend strip below
-    assert 1 <= len(gallery) <= 4  # the three labels and background, those that win pixels
-    for cutout, caption in gallery:
-        assert cutout.size == (384, 384)
-        assert re.fullmatch(r"(sun|leaf|fish|background): \d+\.\d % of pixels, score -?\d+\.\d\d", caption)
+    assert picture.size == (384, 384)  # upscaled for display (nearest)
+    assert 1 <= len(annotations) <= 4  # the three labels and background, those that win pixels
+    masks = []
+    for mask, label in annotations:
+        assert label in ("sun", "leaf", "fish", "background")
+        assert mask.shape == (384, 384) and mask.dtype == np.float32 and set(np.unique(mask)) <= {0.0, 1.0}
+        masks.append(mask)
+    assert np.array_equal(np.sum(masks, axis=0), np.ones((384, 384)))  # every pixel has exactly one label
+    # the colours are the package's label colours, in candidate order with background last
+    colors = label_colors(4, 3)
+    assert color_map == {name: _hex(colors[i]) for i, name in enumerate(["sun", "leaf", "fish", "background"])}
     assert re.match(r"\*\*\d of 3 labels found\*\* in the 64x64 image \(\d+\.\d\d s\): ", status)
-    shares = [float(share) for share in re.findall(r"(\d+\.\d) %", status)]
-    assert sum(shares) == pytest.approx(100.0, abs=0.3)
+    shares = {name: float(share) for name, share in re.findall(r"(\w+) (\d+\.\d) %", status)}
+    assert sum(shares.values()) == pytest.approx(100.0, abs=0.3)
+    for mask, label in annotations:  # the status' shares are the masks' (nearest upscaling by 6: exact)
+        assert shares[label] == pytest.approx(100 * mask.mean(), abs=0.06)
 
 
 def test_without_background_every_pixel_gets_a_label(app, image):
-    _, gallery, status = app.segment(image, "background, sun", 0.9, False, TEMPLATE)  # "background" is a label here
-    assert "Error" not in status
-    assert {caption.split(":")[0] for _, caption in gallery} <= {"background", "sun"}
+    (_, annotations), color_map, status = app.segment(image, "background, sun", 0.9, False, TEMPLATE)
+    assert set(color_map) == {"background", "sun"}  # "background" is a label here
+    assert {label for _, label in annotations} <= {"background", "sun"}
 
 
 def test_large_image_is_accepted_up_to_the_limit(app):
-    picture, _, status = app.segment(
+    (picture, annotations), _, _ = app.segment(
         PIL.Image.new("RGB", (MAX_IMAGE_SIDE, 8), (90, 140, 60)), "grass", 0.5, True, None
     )
-    assert picture is not None, status
+    assert picture.size == (1024, 2) and annotations  # shrunk for display
 
 
-@pytest.mark.parametrize(
-    ("image_arg", "labels", "use_background", "template", "message"),
-    [
-        (None, "cat", True, TEMPLATE, "Upload an image or pick an example first."),
-        ("ok", "", True, TEMPLATE, "Type at least one label"),
-        ("ok", " , ,", True, TEMPLATE, "Type at least one label"),
-        ("ok", "cat, dog, Cat", True, TEMPLATE, "Duplicate candidate label 'Cat' (the same prompt as 'cat'"),
-        ("ok", ",".join(f"l{i}" for i in range(40)), True, TEMPLATE, "At most 32 labels, got 40."),
-        ("huge", "cat", True, TEMPLATE, f"the largest side may be at most {MAX_IMAGE_SIDE} px"),
-        ("ok", "cat", True, "a photo of a cat.", 'The prompt template must contain "{}"'),
-        ("ok", "cat, background", True, TEMPLATE, "'background' is reserved for the background class"),
-        ("text", "cat", True, TEMPLATE, "The upload is not a file on the server"),
-        ("url", "cat", True, TEMPLATE, "The upload is not a file on the server"),
-        ("number", "cat", True, TEMPLATE, "Expected an image, got int."),
-    ],
-)
-def test_bad_input_shows_a_message(app, image, image_arg, labels, use_background, template, message):
-    images = {
+BAD_INPUT = [
+    (None, "cat", True, TEMPLATE, "upload an image or pick an example first."),
+    ("ok", "", True, TEMPLATE, "type at least one label"),
+    ("ok", " , ,", True, TEMPLATE, "type at least one label"),
+    ("ok", "cat, dog, Cat", True, TEMPLATE, "duplicate candidate label 'Cat' (the same prompt as 'cat'"),
+    ("ok", ",".join(f"l{i}" for i in range(40)), True, TEMPLATE, "at most 32 labels, got 40."),
+    ("huge", "cat", True, TEMPLATE, f"the largest side may be at most {MAX_IMAGE_SIDE} px"),
+    ("ok", "cat", True, "a photo of a cat.", 'must contain "{}"'),
+    ("ok", "cat, background", True, TEMPLATE, "'background' is reserved for the background class"),
+    ("text", "cat", True, TEMPLATE, "the upload is not a file on the server"),
+    ("url", "cat", True, TEMPLATE, "the upload is not a file on the server"),
+    ("number", "cat", True, TEMPLATE, "expected an image, got int."),
+]
+
+
+def _bad_images(image):
+    return {
         "ok": image,
         "huge": PIL.Image.new("RGB", (MAX_IMAGE_SIDE + 1, 8)),
         "text": "cat.jpg",
@@ -110,19 +123,56 @@ def test_bad_input_shows_a_message(app, image, image_arg, labels, use_background
         "number": 7,
         None: None,
     }
-    picture, gallery, status = app.segment(images[image_arg], labels, 0.5, use_background, template)
-    assert picture is None and gallery == []
-    assert status.startswith("**Error:** ") and message in status
-    assert "Traceback" not in status
 
 
-def test_unexpected_failure_is_a_message_not_a_traceback(image):
+@pytest.mark.parametrize(("image_arg", "labels", "use_background", "template", "message"), BAD_INPUT)
+def test_bad_input_raises_input_error(app, image, image_arg, labels, use_background, template, message):
+    with pytest.raises(InputError) as error:
+        app.segment(_bad_images(image)[image_arg], labels, 0.5, use_background, template)
+    assert message.lower() in str(error.value).lower()
+
+
+@pytest.mark.parametrize(("image_arg", "labels", "use_background", "template", "message"), BAD_INPUT[:4])
+def test_page_handler_turns_bad_input_into_a_gradio_error(
+    app, image, image_arg, labels, use_background, template, message
+):
+    gr = pytest.importorskip("gradio")
+    handler = app_module.gradio_handler(app)
+    with pytest.raises(gr.Error) as error:
+        handler(_bad_images(image)[image_arg], labels, 0.5, use_background, template)
+    assert message.lower() in error.value.message.lower() and error.value.message[0].isupper()
+
+
+def test_page_handler_returns_an_annotated_image_update(app, image):
+    gr = pytest.importorskip("gradio")
+    update, status = app_module.gradio_handler(app)(image, "sun, leaf", 0.5, True, TEMPLATE)
+    assert isinstance(update, gr.AnnotatedImage) and "labels found" in status
+    assert set(update.color_map) == {"sun", "leaf", "background"}
+
+
+def test_unexpected_failure_is_a_gradio_error_without_its_text(image, caplog):
+    gr = pytest.importorskip("gradio")
+
     def broken(*args, **kwargs):
-        raise RuntimeError("out of memory")
+        raise RuntimeError("out of memory in /srv/secret/model")
 
-    picture, gallery, status = SegmentationApp(broken, options={}).segment(image, "cat", 0.5, True, TEMPLATE)
-    assert (picture, gallery) == (None, [])
-    assert status == "**Error:** segmentation failed (RuntimeError: out of memory)."
+    with pytest.raises(gr.Error) as error:
+        app_module.gradio_handler(SegmentationApp(broken, options={}))(image, "cat", 0.5, True, TEMPLATE)
+    assert error.value.message == "Segmentation failed on the server (RuntimeError); its log has the details."
+    assert "/srv/secret" in caplog.text  # the operator's log keeps it
+
+
+def test_page_shows_no_server_paths(tiny_checkpoint, tmp_path):
+    pytest.importorskip("gradio")
+    from groupvit.cli.app import build_demo
+
+    for model in (tiny_checkpoint, pipeline(TASK, model=tiny_checkpoint, device="cpu")):
+        demo = build_demo(model, examples=[])
+        texts = [str(getattr(block, "value", "")) for block in demo.blocks.values()]
+        assert any(f"Model: `{Path(tiny_checkpoint).name}`" in text for text in texts)
+        assert not any(str(Path(tiny_checkpoint).parent) in text for text in texts)
+        assert any(type(block).__name__ == "AnnotatedImage" for block in demo.blocks.values())
+        demo.close()
 
 
 def test_uploads_are_checked_on_the_header_before_decoding(app, image, tmp_path, monkeypatch):
@@ -130,27 +180,28 @@ def test_uploads_are_checked_on_the_header_before_decoding(app, image, tmp_path,
     decoded (a small PNG of a huge image costs nothing), and messages never show the server path."""
     ok = tmp_path / "upload_ok.png"
     image.save(ok)
-    picture, gallery, status = app.segment(str(ok), "sun, leaf", 0.5, True, TEMPLATE)
-    assert picture is not None and gallery, status
+    (picture, annotations), _, status = app.segment(str(ok), "sun, leaf", 0.5, True, TEMPLATE)
+    assert picture is not None and annotations, status
     huge = tmp_path / "upload_huge.png"
     PIL.Image.new("1", (8000, 8000)).save(huge)  # 8000x8000 of zeros: a few KB on disk
     assert huge.stat().st_size < 100_000
     decoded = []
     original_load = PIL.ImageFile.ImageFile.load
     monkeypatch.setattr(PIL.ImageFile.ImageFile, "load", lambda self: decoded.append(1) or original_load(self))
-    picture, _, status = app.segment(str(huge), "cat", 0.5, True, TEMPLATE)
-    assert picture is None and "8000x8000 px; the largest side may be at most 4096 px" in status
+    with pytest.raises(InputError, match="8000x8000 px; the largest side may be at most 4096 px"):
+        app.segment(str(huge), "cat", 0.5, True, TEMPLATE)
     assert decoded == []  # refused from the header
     monkeypatch.setattr(app_module, "MAX_UPLOAD_BYTES", 100)
-    picture, _, status = app.segment(str(ok), "cat", 0.5, True, TEMPLATE)
-    assert picture is None and "the page takes at most 100 bytes" in status and decoded == []
+    with pytest.raises(InputError, match="the page takes at most 100 bytes"):
+        app.segment(str(ok), "cat", 0.5, True, TEMPLATE)
+    assert decoded == []
     monkeypatch.setattr(app_module, "MAX_UPLOAD_BYTES", 20 * 2**20)
     corrupt = tmp_path / "upload_corrupt.png"
     corrupt.write_bytes(ok.read_bytes()[:60])
     for path in (corrupt, tmp_path / "missing.png"):
-        picture, _, status = app.segment(str(path), "cat", 0.5, True, TEMPLATE)
-        assert picture is None and status.startswith("**Error:** ")
-        assert str(tmp_path) not in status and "upload_corrupt" not in status
+        with pytest.raises(InputError) as error:
+            app.segment(str(path), "cat", 0.5, True, TEMPLATE)
+        assert str(tmp_path) not in str(error.value) and "upload_corrupt" not in str(error.value)
 
 
 def test_examples_go_to_a_new_private_directory_and_never_through_links(tmp_path, monkeypatch):
@@ -194,17 +245,32 @@ def test_space_files():
     assert {"title", "emoji", "colorFrom", "colorTo", "sdk_version", "license"} <= set(header)
     if importlib.util.find_spec("gradio") is not None:
         assert header["sdk_version"] == importlib.metadata.version("gradio")
-    # the Space installs the package's dependencies from its own requirements.txt
+    # the Space installs the package by name (its dependencies come with it), and gradio; nothing points outside
+    # the Space's folder (`-e ..`) or at the network (`git+https://`)
+    from packaging.requirements import Requirement
+
+    lines = [line.strip() for line in (APP / "requirements.txt").read_text().splitlines()]
+    requirements = {Requirement(line).name: Requirement(line) for line in lines if line and line[0] not in "#-"}
+    assert {"groupvit", "gradio", "torch"} <= set(requirements)
     setup = configparser.ConfigParser()
     setup.read(ROOT / "setup.cfg")
-    required = {
-        re.split(r"[<>=!~ ]", line.strip())[0].lower() for line in setup["options"]["install_requires"].split()
+    assert requirements["groupvit"].specifier.contains(setup["metadata"]["version"])
+    assert not any(".." in line or "git+" in line for line in lines if not line.startswith("#"))
+
+
+def test_space_app_imports_only_the_installed_package():
+    import ast
+
+    tree = ast.parse((APP / "app.py").read_text())
+    imported = {
+        name.split(".")[0]
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Import | ast.ImportFrom)
+        for name in ([alias.name for alias in node.names] if isinstance(node, ast.Import) else [node.module])
     }
-    required.discard("")
-    lines = (APP / "requirements.txt").read_text().splitlines()
-    listed = {re.split(r"[<>=!~ ]", line)[0].lower() for line in lines if line and not line.startswith(("#", "-"))}
-    assert {name.replace("-", "_") for name in required} <= {name.replace("-", "_") for name in listed}
-    assert "gradio" in listed
+    assert imported == {"sys", "pathlib", "groupvit"}
+    assert "sys.path" not in (APP / "app.py").read_text()
+    assert not (APP / "groupvit").exists() and not (APP / "src").exists()
 
 
 def test_cli_has_the_app_subcommand(capsys):
@@ -268,9 +334,12 @@ def test_page_in_headless_chromium(tiny_checkpoint, tmp_path):
                 response = page.request.get(source if "://" in source else f"http://127.0.0.1:{port}{source}")
                 assert response.ok, response.status
                 overlay = PIL.Image.open(io.BytesIO(response.body()))
-                assert overlay.format == "PNG" and overlay.width == 384 and overlay.height > 384
-                assert "labels found" in page.locator("#status").inner_text()
-                page.locator("#masks img").first.wait_for()
+                # the AnnotatedImage's base image (PNG, scaled for display); its legend lists the labels found
+                assert overlay.format == "PNG" and overlay.size == (384, 384)
+                status = page.locator("#status").inner_text()
+                assert "labels found" in status
+                found = [name for name in ("sun", "leaf", "brick", "ball") if f"{name} " in status]
+                assert found and found[0] in page.locator("#overlay").inner_text()
                 page.screenshot(path=str(screenshot), full_page=True)
             finally:
                 browser.close()

@@ -1,4 +1,4 @@
-"""A Gradio page for zero-shot segmentation: upload an image, type labels, see the overlay and one mask per label.
+"""A Gradio page for zero-shot segmentation: upload an image, type labels, see the image annotated with each label.
 
 `groupvit app` and `python app/app.py` (the Hugging Face Space entry) serve it; both call :func:`main`. The page runs
 the `zero-shot-image-segmentation` pipeline, so it shows exactly what `pipeline(...)` returns.
@@ -7,7 +7,9 @@ the `zero-shot-image-segmentation` pipeline, so it shows exactly what `pipeline(
     groupvit app --model nvidia/groupvit-gcc-yfcc --port 8080
 
 Gradio is an optional dependency (`pip install "groupvit[app]"`); this module imports it only inside the functions
-that build the page, so that :class:`SegmentationApp` (the page's callback) can be used and tested without it.
+that build the page, so that :class:`SegmentationApp` (the page's callback) can be used and tested without it. The
+page uses Gradio's own components: `gr.AnnotatedImage` for the result (one highlight per label, with a legend) and
+`gr.Error` pop-ups for input it cannot use (:func:`gradio_handler`).
 
 Example:
     ```python
@@ -20,11 +22,13 @@ Example:
     ...     "zero-shot-image-segmentation", model=model, processor=groupvit.GroupViTProcessor.from_bundled(32)
     ... )
     >>> app = SegmentationApp(segmenter)
-    >>> picture, masks, status = app.segment(PIL.Image.new("RGB", (48, 40)), "cat, dog", 0.5, True, "a photo of a {}.")
-    >>> picture.width >= 48, len(masks) >= 1
-    (True, True)
-    >>> app.segment(None, "cat", 0.5, True, "a photo of a {}.")[2]
-    '**Error:** Upload an image or pick an example first.'
+    >>> (picture, masks), colors, status = app.segment(PIL.Image.new("RGB", (48, 40)), "cat, dog", 0.5, True, "{}")
+    >>> picture.width >= 48, len(masks) >= 1, sorted(colors)
+    (True, True, ['background', 'cat', 'dog'])
+    >>> app.segment(None, "cat", 0.5, True, "a photo of a {}.")
+    Traceback (most recent call last):
+    ...
+    groupvit.cli.app.InputError: upload an image or pick an example first.
 
     ```
 """
@@ -46,7 +50,7 @@ import numpy as np
 import PIL.Image
 
 from groupvit.processing_groupvit import to_rgb_image
-from groupvit.segmentation.visualization import label_colors, overlay
+from groupvit.segmentation.visualization import label_colors
 
 if TYPE_CHECKING:  # pragma: no cover
     import gradio
@@ -63,6 +67,7 @@ __all__ = [
     "SegmentationApp",
     "build_demo",
     "default_examples",
+    "gradio_handler",
     "main",
     "parse_labels",
     "write_examples",
@@ -179,17 +184,15 @@ class SegmentationApp:
         options: Extra pipeline arguments for every call (default: the model's
             :func:`groupvit.cli.shipped_model.inference_options`, i.e. the whole image at the training resolution for
             models trained below 224 px).
-        alpha: Opacity of the label colours in the overlay.
     """
 
-    def __init__(self, segmenter: Pipeline, options: dict[str, Any] | None = None, alpha: float = 0.5) -> None:
+    def __init__(self, segmenter: Pipeline, options: dict[str, Any] | None = None) -> None:
         self.segmenter = segmenter
         if options is None:
             from groupvit.cli.shipped_model import inference_options
 
             options = inference_options(int(segmenter.model.config.vision_config.image_size))
         self.options = dict(options)
-        self.alpha = alpha
         # the pipeline keeps per-call state (label embeddings), so calls from Gradio's worker threads take turns
         self._lock = threading.Lock()
 
@@ -200,7 +203,7 @@ class SegmentationApp:
         background_threshold: float | None,
         use_background: bool,
         template: str | None,
-    ) -> tuple[PIL.Image.Image | None, list[tuple[PIL.Image.Image, str]], str]:
+    ) -> tuple[tuple[PIL.Image.Image, list[tuple[np.ndarray, str]]], dict[str, str], str]:
         """Segment `image` into the comma-separated labels.
 
         Args:
@@ -212,18 +215,23 @@ class SegmentationApp:
             template: Prompt template with `{}` for the label.
 
         Returns:
-            The overlay with its legend (None on error), a gallery of `(cutout, caption)` pairs, one per label found
-            (the image inside the label's mask, darkened outside), and a Markdown status line: what was found, or
-            `**Error:** ...` for bad input. Never raises for bad input.
+            The value of a `gradio.AnnotatedImage` (the image scaled for display, and one `(mask, label)` pair per
+            label found, the mask a float array of the display size with 1 inside), its `color_map` (label -> hex
+            colour; a label keeps its colour across runs) and a Markdown status line: what was found, with each
+            label's pixel share.
+
+        Raises:
+            InputError: Input the page cannot use (no image, no or duplicate labels, an image too large, a template
+                without `{}`); the message names the problem and never a server path.
         """
+        picture = _check_image(image)
+        labels = parse_labels(labels_text)
+        if use_background and background_threshold is None:
+            raise InputError("choose a background threshold or untick the background class.")
+        threshold = float(background_threshold) if use_background else None
+        template = (template or "").strip() or TEMPLATES[0]  # checked by the pipeline
+        start = time.perf_counter()
         try:
-            picture = _check_image(image)
-            labels = parse_labels(labels_text)
-            threshold = float(background_threshold) if use_background and background_threshold is not None else None
-            if use_background and background_threshold is None:
-                raise InputError("choose a background threshold or untick the background class.")
-            template = (template or "").strip() or TEMPLATES[0]  # checked by the pipeline
-            start = time.perf_counter()
             with self._lock:
                 entries = self.segmenter(
                     picture,
@@ -232,13 +240,9 @@ class SegmentationApp:
                     background_threshold=threshold,
                     **self.options,
                 )
-            seconds = time.perf_counter() - start
-        except ValueError as error:  # InputError, and the pipeline's own validation (e.g. a label "background")
-            return None, [], f"**Error:** {_sentence(str(error))}"
-        except Exception as error:  # noqa: BLE001 - the page shows a message instead of a stack trace
-            logger.exception("segmentation failed")
-            return None, [], f"**Error:** segmentation failed ({type(error).__name__}: {error})."
-        return self._render(picture, labels, threshold is not None, entries, seconds)
+        except ValueError as error:  # the pipeline's own validation (e.g. a label "background", a bad template)
+            raise InputError(str(error)) from None
+        return self._render(picture, labels, threshold is not None, entries, time.perf_counter() - start)
 
     def _render(
         self,
@@ -247,30 +251,21 @@ class SegmentationApp:
         with_background: bool,
         entries: list[dict[str, Any]],
         seconds: float,
-    ) -> tuple[PIL.Image.Image, list[tuple[PIL.Image.Image, str]], str]:
+    ) -> tuple[tuple[PIL.Image.Image, list[tuple[np.ndarray, str]]], dict[str, str], str]:
         from groupvit.segmentation.protocols import BACKGROUND_LABEL
 
         # colours follow the candidate order (background last), so a label keeps its colour across runs
         names = [*labels, BACKGROUND_LABEL] if with_background else list(labels)
         background_index = len(labels) if with_background else None
-        label_map = np.zeros((image.height, image.width), dtype=np.int64)  # (H, W)
-        for entry in entries:
-            label_map[np.asarray(entry["mask"]) > 127] = names.index(entry["label"])
-        display = _for_display(image)
-        picture = overlay(display, label_map, names, alpha=self.alpha, background_index=background_index)
         colors = label_colors(len(names), background_index)
-        gallery, found = [], []
+        color_map = {name: "#{:02x}{:02x}{:02x}".format(*(int(c) for c in colors[i])) for i, name in enumerate(names)}
+        display = _for_display(image)
+        annotations, found = [], []
         for entry in entries:
-            index = names.index(entry["label"])
-            mask = label_map == index
-            share = float(mask.mean())
-            found.append(f"{entry['label']} {100 * share:.1f} %")
-            shown = np.asarray(display, dtype=np.float32)  # (h, w, 3)
-            inside = np.asarray(PIL.Image.fromarray(mask).resize(display.size, PIL.Image.Resampling.NEAREST))
-            tint = colors[index].astype(np.float32)
-            shown = np.where(inside[..., None], shown, 0.25 * shown + 0.15 * tint)
-            cutout = PIL.Image.fromarray(np.clip(shown + 0.5, 0, 255).astype(np.uint8))
-            gallery.append((cutout, f"{entry['label']}: {100 * share:.1f} % of pixels, score {entry['score']:.2f}"))
+            mask = np.asarray(entry["mask"]) > 127  # (H, W) at the image's size
+            shown = PIL.Image.fromarray(mask).resize(display.size, PIL.Image.Resampling.NEAREST)
+            annotations.append((np.asarray(shown, dtype=np.float32), entry["label"]))  # (h, w) at the display size
+            found.append(f"{entry['label']} {100 * float(mask.mean()):.1f} %")
         present = {entry["label"] for entry in entries}
         missing = [label for label in labels if label not in present]
         status = (
@@ -279,7 +274,34 @@ class SegmentationApp:
         )
         if missing:
             status += f". Not found: {', '.join(missing)}."
-        return picture, gallery, status
+        return (display, annotations), color_map, status
+
+
+def gradio_handler(app: SegmentationApp) -> Any:
+    """The page's callback: :meth:`SegmentationApp.segment` with its errors as `gradio.Error` pop-ups.
+
+    Bad input becomes a `gradio.Error` with the input's message; an unexpected failure is logged with its stack trace
+    on the server and shown as `gradio.Error` with the exception's type only (its text may hold server paths).
+
+    Returns:
+        A function of the page's inputs returning the `gradio.AnnotatedImage` update and the status Markdown.
+    """
+    import gradio as gr
+
+    def segment(*inputs: Any) -> tuple[Any, str]:
+        try:
+            annotated, color_map, status = app.segment(*inputs)
+        except InputError as error:
+            raise gr.Error(_sentence(str(error)), title="Cannot segment this", print_exception=False) from None
+        except Exception as error:  # noqa: BLE001 - the page shows a message, the log keeps the stack trace
+            logger.exception("segmentation failed")
+            raise gr.Error(
+                f"Segmentation failed on the server ({type(error).__name__}); its log has the details.",
+                print_exception=False,
+            ) from None
+        return gr.AnnotatedImage(value=annotated, color_map=color_map), status
+
+    return segment
 
 
 def _sentence(message: str) -> str:
@@ -336,9 +358,14 @@ def _load_pipeline(model: str, device: str | None) -> tuple[Pipeline, dict[str, 
             "segments are noise. Pass `--model` to use a trained one."
         )
     else:
-        # the name the operator gave, without the server's folders
-        note = f"Model: `{Path(model).name if Path(model).is_dir() else model}`"
+        note = f"Model: `{_public_name(model)}`"
     return pipeline(TASK, model=path, device=device or "cpu"), settings, note
+
+
+def _public_name(name: str) -> str:
+    """A model's name for the page: a Hub id as is, a local folder by its last component (no server paths)."""
+    path = Path(name)
+    return path.name if path.is_absolute() or path.exists() or name.startswith((".", "~")) else name
 
 
 def build_demo(
@@ -370,7 +397,7 @@ def build_demo(
         segmenter, settings, note = _load_pipeline(model, device)
     else:
         name = getattr(getattr(model, "model", None), "name_or_path", "") or type(model).__name__
-        segmenter, settings, note = model, {}, f"Model: `{name}`"
+        segmenter, settings, note = model, {}, f"Model: `{_public_name(name)}`"
     if background_threshold is None:
         background_threshold = float(settings.get("background_threshold", 0.5))
     if examples is None:
@@ -411,14 +438,12 @@ def build_demo(
                     gr.Examples(examples=[[str(path)] for path in examples], inputs=[image], cache_examples=False)
             with gr.Column():
                 status = gr.Markdown(elem_id="status")
-                result = gr.Image(type="pil", format="png", label="Overlay", interactive=False, elem_id="overlay")
-                masks = gr.Gallery(
-                    label="Masks", format="png", columns=4, fit_columns=False, height="auto", elem_id="masks"
-                )
+                result = gr.AnnotatedImage(label="Segments", format="png", show_legend=True, elem_id="overlay")
         use_background.change(lambda on: gr.update(interactive=on), inputs=use_background, outputs=threshold)
         inputs = [image, labels, threshold, use_background, template]
-        submit.click(app.segment, inputs=inputs, outputs=[result, masks, status], api_name="segment")
-        labels.submit(app.segment, inputs=inputs, outputs=[result, masks, status], api_name=False)
+        handler = gradio_handler(app)
+        submit.click(handler, inputs=inputs, outputs=[result, status], api_name="segment")
+        labels.submit(handler, inputs=inputs, outputs=[result, status], api_name=False)
     return demo
 
 
