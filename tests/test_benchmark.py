@@ -30,6 +30,10 @@ def test_protocol_defaults_are_the_documented_ones():
     assert protocol.options(2) == {"mode": "whole", "short_side": 128, "top_k": None}
     options = protocol.protocol(1, 0.5).options
     assert (options.short_side, options.mode, options.top_k, options.background_threshold) == (64, "whole", None, 0.5)
+    # stored thresholds carry over to another test count, not to another validation split or top-k
+    assert protocol.same_validation(SyntheticBenchmark(num_test=20, probes=()).to_dict())
+    assert not protocol.same_validation(SyntheticBenchmark(num_validation=50).to_dict())
+    assert not protocol.same_validation(SyntheticBenchmark(top_k=5).to_dict())
     with pytest.raises(ValueError, match="sepia"):
         SyntheticBenchmark(probes=("sepia",))
     with pytest.raises(ValueError, match="scales"):

@@ -135,7 +135,7 @@ class SyntheticBenchmark:
 
     def same_validation(self, other: Mapping[str, Any]) -> bool:
         """Whether thresholds chosen under the settings `other` (a :meth:`to_dict`) hold here."""
-        keys = ("preset", "image_size", "seed", "num_validation", "top_k")
+        keys = ("preset", "image_size", "seed", "num_validation", "top_k", "model_preset", "random_init_seed")
         return all(other.get(key) == getattr(self, key) for key in keys)
 
 
