@@ -197,3 +197,19 @@ def test_evaluation_split_across_two_processes_equals_one_process():
             expected = pytest.approx(value, nan_ok=True) if numbers else value
             assert split[key] == expected, key
     assert reports[0].num_images == 3 and reports[0].oracle_group_miou is not None
+
+
+def test_shipped_model_stores_thresholds_of_the_default_protocol():
+    from groupvit.cli.demo import stored_record
+    from groupvit.cli.shipped_model import demo_directory
+    from groupvit.evaluation.benchmark import SyntheticBenchmark
+
+    record = stored_record(demo_directory())
+    # the default `groupvit demo` reuses them instead of sweeping the validation split again
+    assert SyntheticBenchmark().same_validation(record["benchmark"])
+    assert set(record["thresholds"]) == {"2x", "1x"} and set(record["random_init_thresholds"]) == {"2x"}
+    for scale, threshold in record["thresholds"].items():
+        curve = record["validation_miou_by_threshold"][scale]
+        assert curve[str(threshold)] == max(curve.values()), scale
+    plain_vit = record["stored_baselines"]["plain_vit"]
+    assert 0 < plain_vit["mean_iou"] < 1 and "not this protocol" in plain_vit["source"].lower()
