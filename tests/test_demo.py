@@ -26,22 +26,36 @@ from groupvit.segmentation import GroupViTSegmenter
 @pytest.mark.slow
 def test_shrunken_demo_produces_every_artefact(tmp_path):
     Image.new("RGB", (50, 40), (250, 200, 0)).save(tmp_path / "mine.png")
-    args = ["--output", str(tmp_path / "out"), "--num-test", "4", "--num-validation", "4", "--train"]
-    assert demo_main([*args, "--train-steps", "3", str(tmp_path / "mine.png"), "--labels", "sun,fish"]) == 0
+    args = ["--output", str(tmp_path / "out"), "--num-test", "4", "--num-validation", "4", "--num-color-train", "20"]
+    args += ["--train", "--train-steps", "3", str(tmp_path / "mine.png"), "--labels", "sun,fish"]
+    assert demo_main(args) == 0
     out = tmp_path / "out"
     results = json.loads((out / "results.json").read_text())
     for key in ("mean_iou", "per_category_iou", "classification_accuracy", "groups_used"):
         assert key in results["test"] and key in results["trained"]["test"]
-    # grouping diagnostics are reported; the 8x8 patch grid of 64 px images leaves a patch-oracle mIoU far above 0
+    # the protocol: 2x headline (128 px), 1x, the probe, thresholds chosen on validation for the new settings
+    assert results["benchmark"]["num_test"] == 4 and results["benchmark"]["top_k"] is None
+    assert results["test"] == results["model"]["2x"] and results["test"]["options"]["short_side"] == 128
+    assert results["model"]["1x"]["options"]["short_side"] == 64
+    assert "validation_miou_by_threshold" in results["model"]["1x"]  # 4 validation images: stored ones don't apply
+    # every baseline is beside the model; the fresh model's run reuses them (no baselines of its own)
+    summary = results["summary"]
+    for row in ("model 2x probe swap", "all background", "random init 2x", "colour co-occurrence per patch"):
+        assert 0.0 <= summary[row] <= 1.0, row
+    assert "plain_vit (stored)" in summary
+    assert "all background" not in results["trained"]["summary"] and "model 1x" in results["trained"]["summary"]
+    # grouping diagnostics are reported; the 16x16 patch grid of 128 px inputs leaves a patch-oracle mIoU far above 0
     test = results["test"]
     assert 0.0 <= test["oracle_group_miou"] <= 1.0 and 0.0 <= test["group_label_accuracy"] <= 1.0
     assert test["patch_oracle_miou"] > 0.3
     assert results["trained"]["train_summary"]["step"] == 3
     assert 0.0 <= results["trained"]["options"]["background_threshold"] <= 1.0
-    assert set(results["trained"]["validation_miou_by_threshold"]) >= {"0.0", "0.5", "0.95"}
+    trained = out / "trained_model"
+    saved = json.loads((trained / "demo.json").read_text())
+    assert set(saved["protocol_synthetic"]["thresholds"]) == {"2x", "1x"}
+    assert set(saved["protocol_synthetic"]["validation_miou_by_threshold"]["2x"]) >= {"0.0", "0.5", "0.95"}
     for picture in ("overlay_grid.png", "groups.png", "mine_overlay.png", "trained/overlay_grid.png"):
         assert Image.open(out / picture).size[0] > 0
-    trained = out / "trained_model"
     model = groupvit.GroupViTModel.from_pretrained(trained)
     assert model.config.vision_config.image_size == 64
     segmenter = pipeline("zero-shot-image-segmentation", model=str(trained))
@@ -183,3 +197,19 @@ def test_evaluation_split_across_two_processes_equals_one_process():
             expected = pytest.approx(value, nan_ok=True) if numbers else value
             assert split[key] == expected, key
     assert reports[0].num_images == 3 and reports[0].oracle_group_miou is not None
+
+
+def test_shipped_model_stores_thresholds_of_the_default_protocol():
+    from groupvit.cli.demo import stored_record
+    from groupvit.cli.shipped_model import demo_directory
+    from groupvit.evaluation.benchmark import SyntheticBenchmark
+
+    record = stored_record(demo_directory())
+    # the default `groupvit demo` reuses them instead of sweeping the validation split again
+    assert SyntheticBenchmark().same_validation(record["benchmark"])
+    assert set(record["thresholds"]) == {"2x", "1x"} and set(record["random_init_thresholds"]) == {"2x"}
+    for scale, threshold in record["thresholds"].items():
+        curve = record["validation_miou_by_threshold"][scale]
+        assert curve[str(threshold)] == max(curve.values()), scale
+    plain_vit = record["stored_baselines"]["plain_vit"]
+    assert 0 < plain_vit["mean_iou"] < 1 and "not this protocol" in plain_vit["source"].lower()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import colorsys
+import hashlib
 import io
 import json
 import re
@@ -12,6 +14,7 @@ import pytest
 from PIL import Image
 
 from groupvit.data.synthetic import (
+    RECOLORS,
     SPLITS,
     SyntheticSpec,
     generate_sample,
@@ -19,6 +22,7 @@ from groupvit.data.synthetic import (
     get_spec,
     list_specs,
     make_split,
+    recolor_objects,
     save_imagefolder,
     split_seed,
     to_hf_dataset,
@@ -172,6 +176,125 @@ def test_test_split_uses_held_out_backgrounds_and_scales():
     n_std = np.mean([len(generate_sample(spec, i, 0, 32).classes) for i in range(40)])
     n_test = np.mean([len(generate_sample(spec, i, 0, 32, variant="shifted").classes) for i in range(40)])
     assert n_test > n_std
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Recoloured splits (the objectness probe)
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def _digest(split) -> str:
+    digest = hashlib.sha256()
+    for sample in split:
+        digest.update(sample.image.tobytes() + sample.mask.tobytes() + sample.caption.encode())
+    return digest.hexdigest()
+
+
+def test_plain_splits_are_unchanged_by_the_recolor_option():
+    # pinned before recolouring existed: the option must not consume draws of the standard stream
+    expected = "da7df52743aa097c9f6512570e0ac2ce7b1f6121e82788730fc7cb1be68d732e"
+    assert _digest(make_split("objects", "test", 6, 64, seed=0)) == expected
+    assert _digest(make_split("objects", "test", 6, 64, seed=0, recolor=None)) == expected
+
+
+@pytest.mark.parametrize("recolor", RECOLORS)
+def test_recolored_split_is_byte_identical_for_the_same_seed(recolor):
+    first = _digest(make_split("objects", "test", 5, 48, seed=3, recolor=recolor))
+    assert _digest(make_split("objects", "test", 5, 48, seed=3, recolor=recolor)) == first
+    assert _digest(make_split("objects", "test", 5, 48, seed=4, recolor=recolor)) != first
+    assert _digest(make_split("objects", "test", 5, 48, seed=3)) != first
+
+
+@pytest.mark.parametrize("recolor", RECOLORS)
+def test_recoloring_changes_only_object_pixels(recolor):
+    plain = make_split("objects", "test", 6, 64, seed=1)
+    probe = make_split("objects", "test", 6, 64, seed=1, recolor=recolor)
+    assert probe.info()["recolor"] == recolor and "recolor" in repr(probe)
+    for a, b in zip(plain, probe, strict=True):
+        assert a.caption == b.caption and a.classes == b.classes
+        np.testing.assert_array_equal(a.mask, b.mask)
+        pixels_a, pixels_b = np.asarray(a.image), np.asarray(b.image)
+        background = a.mask == 0
+        np.testing.assert_array_equal(pixels_a[background], pixels_b[background])
+        # most object pixels change colour (white spots, eyes and mortar may keep theirs)
+        changed = np.abs(pixels_a.astype(int) - pixels_b.astype(int)).max(-1)[~background] > 10
+        assert changed.mean() > 0.5
+
+
+def _mean_hue(pixels: np.ndarray) -> float:
+    """Circular mean hue of `(N, 3)` uint8 pixels."""
+    hues = np.array([colorsys.rgb_to_hsv(*(p / 255.0))[0] for p in pixels])
+    angle = np.arctan2(np.sin(2 * np.pi * hues).mean(), np.cos(2 * np.pi * hues).mean())
+    return float(angle / (2 * np.pi) % 1.0)
+
+
+def _hue_distance(a: float, b: float) -> float:
+    return min(abs(a - b) % 1.0, 1 - abs(a - b) % 1.0)
+
+
+def test_swap_gives_each_category_its_partner_palette():
+    spec = get_spec("objects")
+    hues: dict[str, list[tuple[float, float]]] = {"sun": [], "leaf": [], "mushroom": []}
+    plain = make_split("objects", "validation", 40, 64, seed=0)
+    probe = make_split("objects", "validation", 40, 64, seed=0, recolor="swap")
+    for a, b in zip(plain, probe, strict=True):
+        for name in set(hues) & set(a.classes):
+            inside = a.mask == spec.class_index(name)
+            hues[name].append((_mean_hue(np.asarray(a.image)[inside]), _mean_hue(np.asarray(b.image)[inside])))
+    palettes, swap = dict(spec.palettes), dict(spec.palette_swap)
+    assert swap == {"sun": "fish", "fish": "sun", "leaf": "brick", "brick": "leaf", "tree": "mushroom",
+                    "mushroom": "tree", "ball": "flower", "flower": "ball"}  # fmt: skip
+    for name, pairs in hues.items():
+        assert len(pairs) >= 5, name
+        before = _mean_hue(np.array([[*colorsys.hsv_to_rgb(h, 1, 1)] for h, _ in pairs]) * 255)
+        after = _mean_hue(np.array([[*colorsys.hsv_to_rgb(h, 1, 1)] for _, h in pairs]) * 255)
+        # a sun is yellow-orange and turns blue-grey like a fish; a leaf turns brick-red; a red mushroom turns green
+        assert _hue_distance(before, palettes[name][0]) < 0.06, name
+        assert _hue_distance(after, palettes[swap[name]][0]) < 0.06, name
+
+
+def test_recolor_objects_against_colorsys():
+    spec = get_spec("objects")
+    canvas = np.zeros((2, 2, 3), np.float32)
+    canvas[0, 0] = (200, 40, 40)  # a red pixel labelled sun
+    canvas[0, 1] = (30, 90, 160)  # a blue pixel labelled fish
+    canvas[1] = (70, 80, 90)  # background
+    labels = np.array([[1, 5], [0, 0]], np.uint8)
+    out = recolor_objects(spec, canvas, labels, "swap")
+    palettes = dict(spec.palettes)
+    for (row, col), name, target in (((0, 0), "sun", "fish"), ((0, 1), "fish", "sun")):
+        h, s, v = colorsys.rgb_to_hsv(*(canvas[row, col] / 255.0))
+        (h_a, s_a, v_a), (h_b, s_b, v_b) = palettes[name], palettes[target]
+        expected = colorsys.hsv_to_rgb((h + h_b - h_a) % 1.0, min(s * s_b / s_a, 1.0), min(v * v_b / v_a, 1.0))
+        np.testing.assert_allclose(out[row, col], np.array(expected) * 255, atol=1e-3)
+    np.testing.assert_array_equal(out[1], canvas[1])
+    rotated = recolor_objects(spec, canvas, labels, "random", np.random.default_rng(0))
+    turns = np.random.default_rng(0).uniform(0.25, 0.75, size=2)  # one per object, in class order (1 then 5)
+    for (row, col), turn in zip(((0, 0), (0, 1)), turns, strict=True):
+        h, s, v = colorsys.rgb_to_hsv(*(canvas[row, col] / 255.0))
+        np.testing.assert_allclose(
+            rotated[row, col], np.array(colorsys.hsv_to_rgb((h + turn) % 1, s, v)) * 255, atol=1e-3
+        )
+
+
+def test_bad_recolor_arguments_raise_naming_them():
+    with pytest.raises(ValueError, match="sepia"):
+        make_split("objects", "test", 2, recolor="sepia")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="'shapes' has none"):
+        make_split("shapes", "test", 2, recolor="swap")
+    assert len(list(make_split("shapes", "test", 2, 32, recolor="random"))) == 2
+    with pytest.raises(ValueError, match="derangement"):
+        SyntheticSpec(
+            name="bad",
+            renderer="objects",
+            class_names=("sun", "leaf"),
+            min_objects=1,
+            max_objects=1,
+            count_weights=(1.0,),
+            test_count_weights=(1.0,),
+            palettes=(("sun", (0.1, 0.5, 0.5)), ("leaf", (0.3, 0.5, 0.5))),
+            palette_swap=(("sun", "sun"), ("leaf", "leaf")),
+        )
 
 
 # --------------------------------------------------------------------------------------------------------------------

@@ -1,11 +1,14 @@
-"""`groupvit demo`: segmentation from captions alone, on a laptop.
+"""`groupvit demo`: segmentation from captions alone, on a laptop, beside its baselines.
 
 Runs the shipped demo model (trained on synthetic image-caption pairs; the masks were never used in training) through
-the zero-shot segmenter on the synthetic test split, scores it against the masks, and writes to `--output`:
-`results.json` (mIoU, per-class IoU, classification accuracy, groups used), `overlay_grid.png` (image | ground truth |
-prediction, with a legend), `groups.png` (group assignments of both stages) and an overlay per user image.
-`--train` first trains a fresh model from scratch with the same script and recipe, and reports it next to the
-shipped one.
+the fixed synthetic protocol (`docs/protocol_synthetic.md`, :class:`groupvit.evaluation.benchmark.SyntheticBenchmark`):
+500 test images at 2x (128 px) and 1x (64 px), background thresholds chosen on the validation split, the recoloured
+objectness probe, and the baselines (all-background, random init, colour co-occurrence, patch and group oracles, a
+stored plain-ViT number). It writes to `--output`: `results.json` (every number; `summary` is the table printed),
+`overlay_grid.png` (image | ground truth | prediction, with a legend), `groups.png` (group assignments of both stages)
+and an overlay per user image. `--train` first trains a fresh model from scratch with the same script and recipe, and
+reports it next to the shipped one. `--aggregate a.json b.json c.json` prints the mean and range of several runs'
+results (e.g. three training seeds) instead.
 """
 
 import argparse
@@ -16,66 +19,118 @@ from pathlib import Path
 from typing import Any
 
 from groupvit.cli import report_error
-from groupvit.cli.shipped_model import DEMO_SETTINGS, resolve_model, run_config_path
-from groupvit.evaluation.evaluate import (
-    evaluate_segmentation,
-    format_report,
-    select_background_threshold,
-    synthetic_protocol,
-    synthetic_samples,
+from groupvit.cli.shipped_model import DEMO_SETTINGS, demo_directory, resolve_model, run_config_path
+from groupvit.evaluation.benchmark import (
+    SyntheticBenchmark,
+    aggregate_results,
+    format_aggregate,
+    format_benchmark,
+    run_benchmark,
 )
+from groupvit.evaluation.evaluate import EvaluationReport, format_report
 
 logger = logging.getLogger(__name__)
 
-PRESET = "objects"
-IMAGE_SIZE = 64
+PROTOCOL = SyntheticBenchmark()
+RECORD = "protocol_synthetic"  # the key of the validated thresholds in a model's demo.json
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="groupvit demo",
-        description="Segment synthetic test images (and yours) with the shipped GroupViT demo model and score it.",
+        description="Score the shipped GroupViT demo model on the synthetic protocol beside its baselines, and "
+        "segment your images.",
     )
     parser.add_argument("images", nargs="*", help="your own images to segment (paths)")
     parser.add_argument("--model", default="demo", help="'demo' (shipped), a directory or a Hub id")
     parser.add_argument("--output", default="demo_output", help="folder for results.json and the pictures")
     parser.add_argument("--labels", help="comma-separated labels for your images (default: the demo classes)")
-    parser.add_argument("--num-test", type=int, default=200, help="synthetic test images to score")
-    parser.add_argument("--num-validation", type=int, default=100, help="validation images for the threshold")
+    parser.add_argument(
+        "--num-test", type=int, default=PROTOCOL.num_test, help=f"test images (protocol: {PROTOCOL.num_test})"
+    )
+    parser.add_argument(
+        "--num-validation",
+        type=int,
+        default=PROTOCOL.num_validation,
+        help=f"validation images the thresholds are chosen on (protocol: {PROTOCOL.num_validation})",
+    )
+    parser.add_argument(
+        "--probes", default=",".join(PROTOCOL.probes), help="recoloured test splits to score: swap, random"
+    )
+    parser.add_argument(
+        "--num-color-train",
+        type=int,
+        default=PROTOCOL.num_color_train,
+        help=f"training images of the colour baseline (protocol: {PROTOCOL.num_color_train})",
+    )
+    parser.add_argument("--no-baselines", action="store_true", help="score the model only")
+    parser.add_argument(
+        "--reselect-thresholds", action="store_true", help="choose every threshold on validation, ignoring stored ones"
+    )
     parser.add_argument("--train", action="store_true", help="also train a fresh model from scratch first")
     parser.add_argument("--train-steps", type=int, help="optimizer steps of --train (default: the recipe's 600)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the synthetic splits and of --train")
+    parser.add_argument("--seed", type=int, default=0, help="training seed of --train")
+    parser.add_argument("--data-seed", type=int, default=PROTOCOL.seed, help="seed of the synthetic splits")
+    parser.add_argument(
+        "--aggregate", nargs="+", metavar="RESULTS", help="results.json files of several runs: print mean and range"
+    )
     return parser.parse_args(argv)
 
 
-def score_model(model: str, args: argparse.Namespace, output: Path, settings: dict[str, Any]) -> dict[str, Any]:
-    """Evaluate one model on the synthetic test split, writing its overlays into `output`."""
+def stored_record(model_dir: str | Path) -> dict[str, Any]:
+    """The validated protocol thresholds (and stored baselines) saved in a model's `demo.json`, or `{}`."""
+    path = Path(model_dir) / DEMO_SETTINGS
+    return json.loads(path.read_text()).get(RECORD, {}) if path.exists() else {}
+
+
+def benchmark_model(
+    model: str, benchmark: SyntheticBenchmark, args: argparse.Namespace, output: Path, with_baselines: bool
+) -> dict[str, Any]:
+    """Run the benchmark on one model, reusing thresholds stored for the same validation settings."""
     from groupvit.segmentation import GroupViTSegmenter
 
+    own, shipped = stored_record(model), stored_record(demo_directory())
+    usable = not args.reselect_thresholds and benchmark.same_validation(own.get("benchmark", {}))
+    random_usable = not args.reselect_thresholds and benchmark.same_validation(shipped.get("benchmark", {}))
     segmenter = GroupViTSegmenter.from_pretrained(model)
-    protocol = synthetic_protocol(PRESET, **settings)
-    test = synthetic_samples(PRESET, "test", args.num_test, IMAGE_SIZE, args.seed)
-    report = evaluate_segmentation(segmenter, test, protocol, overlay_dir=output, num_overlays=8)
-    report.save(output / "results.json")
-    return report.to_dict()
+    return run_benchmark(
+        segmenter,
+        benchmark,
+        thresholds=own.get("thresholds") if usable else None,
+        random_init_thresholds=shipped.get("random_init_thresholds") if random_usable else None,
+        stored_baselines=shipped.get("stored_baselines") if with_baselines else None,
+        with_baselines=with_baselines,
+        overlay_dir=output,
+    )
+
+
+def threshold_record(benchmark: SyntheticBenchmark, result: dict[str, Any]) -> dict[str, Any]:
+    """What `demo.json` stores so that later runs skip the validation sweeps (see :func:`stored_record`)."""
+    scales = [key for key in result["model"] if key.endswith("x")]
+    record: dict[str, Any] = {
+        "benchmark": benchmark.to_dict(),
+        "thresholds": {key: result["model"][key]["background_threshold"] for key in scales},
+        "validation_miou_by_threshold": {
+            key: result["model"][key]["validation_miou_by_threshold"]
+            for key in scales
+            if "validation_miou_by_threshold" in result["model"][key]
+        },
+    }
+    random_init = result.get("baselines", {}).get("random_init")
+    if random_init:
+        record["random_init_thresholds"] = {f"{benchmark.headline_scale}x": random_init["background_threshold"]}
+    return record
 
 
 def train_fresh(args: argparse.Namespace, output: Path) -> tuple[str, dict[str, Any]]:
-    """Train with the demo recipe, then fix the background threshold on the validation split."""
-    from groupvit.segmentation import GroupViTSegmenter
+    """Train with the demo recipe (the validation thresholds are chosen when it is scored)."""
     from groupvit.training.trainer import load_training_config, train
 
     overrides: dict[str, Any] = {"output_dir": str(output), "report_to": "none", "seed": args.seed}
     if args.train_steps:
         overrides["max_steps"] = args.train_steps
     summary = train(load_training_config(str(run_config_path()), overrides))
-    validation = list(synthetic_samples(PRESET, "validation", args.num_validation, IMAGE_SIZE, args.seed))
-    segmenter = GroupViTSegmenter.from_pretrained(str(output))
-    threshold, scores = select_background_threshold(segmenter, validation, synthetic_protocol(PRESET))
-    settings = {"background_threshold": threshold}
-    record = {"options": settings, "validation_miou_by_threshold": scores, "preset": PRESET}
-    (output / DEMO_SETTINGS).write_text(json.dumps(record, indent=2))
-    return str(output), {"train_summary": summary, **record}
+    return str(output), {"train_summary": summary}
 
 
 def segment_user_images(model: str, images: list[str], labels: list[str], settings: dict, output: Path) -> None:
@@ -95,43 +150,80 @@ def segment_user_images(model: str, images: list[str], labels: list[str], settin
         print(f"{path}: {', '.join(result.masks())} -> {target}")
 
 
+def aggregate(paths: list[str], output: Path) -> int:
+    runs = [json.loads(Path(path).read_text()) for path in paths]
+    values = aggregate_results(runs)
+    print(f"== mean and [min, max] over {len(runs)} runs ==")
+    print(format_aggregate(values))
+    output.mkdir(parents=True, exist_ok=True)
+    (output / "aggregate.json").write_text(json.dumps({"runs": paths, "aggregate": values}, indent=2))
+    print(f"wrote {output}/aggregate.json")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     output = Path(args.output)
+    if args.aggregate:
+        return aggregate(args.aggregate, output)
     missing = [path for path in args.images if not Path(path).is_file()]
     if missing:
         return report_error("groupvit demo", f"image file(s) not found: {', '.join(missing)}")
+    output.mkdir(parents=True, exist_ok=True)
+    benchmark = SyntheticBenchmark(
+        num_test=args.num_test,
+        num_validation=args.num_validation,
+        seed=args.data_seed,
+        num_color_train=args.num_color_train,
+        probes=tuple(p.strip() for p in args.probes.split(",") if p.strip()),
+    )
     try:
         model, settings = resolve_model(args.model)
-        results: dict[str, Any] = {"model": args.model, "preset": PRESET, "settings": settings}
-        output.mkdir(parents=True, exist_ok=True)
-        results["test"] = score_model(model, args, output, settings)
+        result = benchmark_model(model, benchmark, args, output, with_baselines=not args.no_baselines)
     except (ValueError, OSError) as error:
         return report_error("groupvit demo", f"cannot run the model {args.model!r}: {error}")
-    print(f"== {args.model} model on {args.num_test} synthetic test images ==")
-    print(format_report(_as_report(results["test"])))
+    headline = f"{benchmark.headline_scale}x"
+    results: dict[str, Any] = {
+        "model_name": args.model,
+        "settings": settings,
+        **result,
+        "test": result["model"][headline],
+        "thresholds_record": threshold_record(benchmark, result),
+    }
+    print(f"== {args.model} model ==")
+    print(format_benchmark(result))
+    print(f"-- {args.model} model at {headline}, per class --")
+    print(format_report(EvaluationReport(**_report_fields(result["model"][headline]))))
     if args.train:
         trained_dir, info = train_fresh(args, output / "trained_model")
         trained_out = output / "trained"
         trained_out.mkdir(exist_ok=True)
-        results["trained"] = {**info, "test": score_model(trained_dir, args, trained_out, info["options"])}
+        trained = benchmark_model(trained_dir, benchmark, args, trained_out, with_baselines=False)
+        record = threshold_record(benchmark, trained)
+        options = {"background_threshold": record["thresholds"][f"{benchmark.scales[-1]}x"]}
+        (Path(trained_dir) / DEMO_SETTINGS).write_text(
+            json.dumps({"options": options, "preset": benchmark.preset, RECORD: record}, indent=2, default=float)
+        )
+        results["trained"] = {**info, "options": options, **trained, "test": trained["model"][headline]}
         print(f"== freshly trained model ({info['train_summary']['step']} steps) ==")
-        print(format_report(_as_report(results["trained"]["test"])))
+        print(format_benchmark(trained))
     if args.images:
         from groupvit.data.synthetic import get_spec
 
-        labels = args.labels.split(",") if args.labels else list(get_spec(PRESET).class_names)
+        labels = args.labels.split(",") if args.labels else list(get_spec(benchmark.preset).class_names)
         segment_user_images(model, args.images, [label.strip() for label in labels], settings, output)
     (output / "results.json").write_text(json.dumps(results, indent=2, default=float))
     print(f"wrote {output}/results.json, overlay_grid.png, groups.png")
     return 0
 
 
-def _as_report(values: dict[str, Any]) -> Any:
-    from groupvit.evaluation.evaluate import EvaluationReport
+def _report_fields(values: dict[str, Any]) -> dict[str, Any]:
+    """The `EvaluationReport` fields of a report dict that carries extra keys (threshold, validation curve)."""
+    import dataclasses
 
-    return EvaluationReport(**values)
+    names = {field.name for field in dataclasses.fields(EvaluationReport)}
+    return {key: value for key, value in values.items() if key in names}
 
 
 if __name__ == "__main__":

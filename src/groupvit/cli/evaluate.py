@@ -14,6 +14,7 @@ Runs under `accelerate launch` too: images are split across processes and the co
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -75,6 +76,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--output", default="eval_output", help="results.json (and overlays or results.md) go here")
     parser.add_argument("--num-overlays", type=int, default=8, help="overlay pictures to write (default 8)")
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"], help="model dtype")
+    parser.add_argument("--no-baselines", action="store_true", help="synthetic: skip the baselines (baselines.json)")
     return parser.parse_args(argv)
 
 
@@ -163,6 +165,13 @@ def main(argv: list[str] | None = None) -> int:
         output.mkdir(parents=True, exist_ok=True)
         report.save(output / "results.json")
         print(format_report(report))
+    if args.protocol == "synthetic" and not args.no_baselines and accelerator.is_main_process:
+        from groupvit.evaluation.benchmark import SyntheticBenchmark, compute_baselines, format_rows
+
+        bench = SyntheticBenchmark(args.synthetic_preset, args.image_size, args.synthetic_seed, args.num_samples)
+        baselines, rows = compute_baselines(bench)
+        (output / "baselines.json").write_text(json.dumps({"benchmark": bench.to_dict(), **baselines}, default=float))
+        print(f"baselines (docs/protocol_synthetic.md):\n{format_rows(rows)}")
     return 0
 
 

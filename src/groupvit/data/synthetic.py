@@ -32,6 +32,18 @@ Masks are ``uint8`` arrays of shape ``(H, W)`` with ``0`` = background and ``1..
 ``spec.class_names``. Objects never occlude more than ``spec.max_occlusion`` of an earlier object, so every class
 named in a caption has mask pixels and vice versa.
 
+Recoloured splits (``make_split(..., recolor="swap" | "random")``), the objectness probe: the same images, masks and
+captions, with every object's colours changed after drawing (background pixels are untouched, byte for byte):
+
+* ``"swap"`` – each category takes another category's palette, by a fixed derangement (``spec.palette_swap``; for
+  ``objects``: sun <-> fish, leaf <-> brick, tree <-> mushroom, ball <-> flower). Every object pixel's hue is rotated
+  by the difference of the two categories' reference hues and its saturation and value are scaled by their ratios
+  (``spec.palettes``), so a yellow sun turns blue-grey like a fish and a green leaf red-brown like a brick.
+* ``"random"`` – every object's hue is rotated by a random quarter to three-quarter turn (saturation and value kept),
+  drawn from its own stream ``(seed, index, RECOLOR_STREAM)``, so the standard draws are unchanged.
+
+A model that learned the categories' shapes keeps segmenting them; one that learned colours does not.
+
 Writers: :func:`write_webdataset_shards` (img2dataset-layout tar shards with byte-deterministic headers),
 :func:`to_hf_dataset` (an in-memory :class:`datasets.Dataset`) and :func:`save_imagefolder` (a folder loadable with
 ``datasets.load_dataset("imagefolder", data_dir=...)``).
@@ -61,6 +73,8 @@ if TYPE_CHECKING:  # pragma: no cover
 logger = logging.getLogger(__name__)
 
 __all__ = [
+    "RECOLORS",
+    "RECOLOR_STREAM",
     "SPLITS",
     "VARIANTS",
     "SyntheticSample",
@@ -72,6 +86,7 @@ __all__ = [
     "get_spec",
     "list_specs",
     "make_split",
+    "recolor_objects",
     "register_spec",
     "save_imagefolder",
     "split_seed",
@@ -84,9 +99,14 @@ VARIANTS: tuple[str, ...] = ("standard", "shifted")
 _SPLIT_IDS = {"train": 0, "validation": 1, "test": 2}
 _SPLIT_VARIANTS = {"train": "standard", "validation": "standard", "test": "shifted"}
 
+RECOLORS: tuple[str, ...] = ("swap", "random")
+RECOLOR_STREAM = 7919
+"""Last seed word of the random stream of ``recolor="random"`` (after ``(seed..., index)``)."""
+
 SeedLike = int | Sequence[int]
 Split = Literal["train", "validation", "test"]
 Variant = Literal["standard", "shifted"]
+Recolor = Literal["swap", "random"]
 
 # Fixed tar header fields so that shards are byte-identical across runs and machines.
 _TAR_MTIME = 0
@@ -123,6 +143,10 @@ class SyntheticSpec:
         max_occlusion: Maximum fraction of an already placed object that a later object may cover.
         max_attempts: Placement attempts per object before it is dropped (rare; it is then absent from image,
             mask and caption alike).
+        palettes: ``(class name, (hue, saturation, value))`` reference colour of each class in ``[0, 1]``, used by
+            ``recolor="swap"``.
+        palette_swap: ``(class name, class name)`` pairs: a derangement of ``class_names`` (every class maps to
+            another one); under ``recolor="swap"`` a class takes the palette of the class it maps to.
     """
 
     name: str
@@ -143,6 +167,8 @@ class SyntheticSpec:
     size_adjective_prob: float = 0.0
     max_occlusion: float = 0.25
     max_attempts: int = 25
+    palettes: tuple[tuple[str, tuple[float, float, float]], ...] = ()
+    palette_swap: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self) -> None:
         if self.renderer not in _DRAWERS:
@@ -160,6 +186,16 @@ class SyntheticSpec:
                 raise ValueError(f"Unknown background {bg!r}; expected one of {sorted(_BACKGROUNDS)}")
         if self.renderer == "shapes" and not self.colors:
             raise ValueError("The 'shapes' renderer needs at least one colour")
+        if self.palette_swap:
+            sources, targets = [a for a, _ in self.palette_swap], [b for _, b in self.palette_swap]
+            if sorted(sources) != sorted(self.class_names) or sorted(targets) != sorted(self.class_names):
+                raise ValueError(f"palette_swap {self.palette_swap} must map every class of {self.class_names} once")
+            fixed = [a for a, b in self.palette_swap if a == b]
+            if fixed:
+                raise ValueError(f"palette_swap must be a derangement, but {fixed} map to themselves")
+            missing = sorted(set(self.class_names) - {name for name, _ in self.palettes})
+            if missing:
+                raise ValueError(f"palette_swap needs a reference colour in palettes for {missing}")
 
     @property
     def num_classes(self) -> int:
@@ -266,11 +302,12 @@ def generate_sample(
     seed: SeedLike = 0,
     image_size: int = 64,
     variant: Variant = "standard",
+    recolor: Recolor | None = None,
 ) -> SyntheticSample:
     """Generate sample ``index`` of the stream ``seed`` for a preset.
 
-    The result depends only on ``(spec, seed, index, image_size, variant)``: the random generator is
-    ``numpy.random.default_rng([*seed, index])``.
+    The result depends only on ``(spec, seed, index, image_size, variant, recolor)``: the random generator is
+    ``numpy.random.default_rng([*seed, index])`` (and ``[*seed, index, RECOLOR_STREAM]`` for ``recolor="random"``).
 
     Args:
         spec: Preset name or spec.
@@ -279,6 +316,8 @@ def generate_sample(
         image_size: Side length ``S`` of the square image in pixels (>= 16).
         variant: ``"standard"`` (train/validation distribution) or ``"shifted"`` (test distribution: other scale
             range, held-out backgrounds, more objects).
+        recolor: None, or recolour the objects (``"swap"`` or ``"random"``, see the module docstring); image
+            layout, mask and caption stay those of ``recolor=None``.
 
     Returns:
         A :class:`SyntheticSample` with a ``(S, S)`` RGB image and ``(S, S)`` uint8 mask.
@@ -286,6 +325,7 @@ def generate_sample(
     spec = get_spec(spec)
     if variant not in VARIANTS:
         raise ValueError(f"Unknown variant {variant!r}; expected one of {VARIANTS}")
+    _check_recolor(spec, recolor)
     if image_size < 16:
         raise ValueError(f"image_size must be >= 16, got {image_size}")
     if index < 0:
@@ -360,6 +400,9 @@ def generate_sample(
     # Every placed class keeps >= (1 - max_occlusion) of its pixels, but guard anyway so captions and masks agree.
     present = set(np.unique(labels).tolist())
     placed = [(n, a) for n, a in placed if spec.class_index(n) in present]
+    if recolor is not None:
+        recolor_rng = np.random.default_rng([*_seed_words(seed), int(index), RECOLOR_STREAM])
+        canvas = recolor_objects(spec, canvas, labels, recolor, recolor_rng)
 
     canvas += rng.standard_normal(canvas.shape, dtype=np.float32) * np.float32(rng.uniform(2.0, 5.0))  # sensor noise
     image = Image.fromarray(np.clip(canvas + 0.5, 0, 255).astype(np.uint8))
@@ -396,10 +439,11 @@ def generate_samples(
     image_size: int = 64,
     start: int = 0,
     variant: Variant = "standard",
+    recolor: Recolor | None = None,
 ) -> Iterator[SyntheticSample]:
     """Yield samples ``start .. start + num_samples - 1`` of a seed stream (see :func:`generate_sample`)."""
     for i in range(start, start + num_samples):
-        yield generate_sample(spec, i, seed=seed, image_size=image_size, variant=variant)
+        yield generate_sample(spec, i, seed=seed, image_size=image_size, variant=variant, recolor=recolor)
 
 
 class SyntheticSplit(Sequence[SyntheticSample]):
@@ -412,9 +456,19 @@ class SyntheticSplit(Sequence[SyntheticSample]):
         image_size: Image side length in pixels.
         seed: Seed words of the split stream (see :func:`split_seed`).
         variant: ``"standard"`` for train/validation, ``"shifted"`` for test.
+        recolor: None, or how the objects are recoloured (``"swap"`` or ``"random"``).
     """
 
-    def __init__(self, spec: SyntheticSpec, split: str, num_samples: int, image_size: int, base_seed: int) -> None:
+    def __init__(
+        self,
+        spec: SyntheticSpec,
+        split: str,
+        num_samples: int,
+        image_size: int,
+        base_seed: int,
+        recolor: Recolor | None = None,
+    ) -> None:
+        _check_recolor(spec, recolor)
         self.spec = spec
         self.split = split
         self.num_samples = int(num_samples)
@@ -422,6 +476,7 @@ class SyntheticSplit(Sequence[SyntheticSample]):
         self.base_seed = int(base_seed)
         self.seed = split_seed(base_seed, split)
         self.variant: Variant = _SPLIT_VARIANTS[split]  # type: ignore[assignment]
+        self.recolor = recolor
 
     def __len__(self) -> int:
         return self.num_samples
@@ -433,11 +488,16 @@ class SyntheticSplit(Sequence[SyntheticSample]):
             index += self.num_samples
         if not 0 <= index < self.num_samples:
             raise IndexError(f"index {index} out of range for split of size {self.num_samples}")
-        return generate_sample(self.spec, index, seed=self.seed, image_size=self.image_size, variant=self.variant)
+        return self._sample(index)
 
     def __iter__(self) -> Iterator[SyntheticSample]:
         for i in range(self.num_samples):
-            yield generate_sample(self.spec, i, seed=self.seed, image_size=self.image_size, variant=self.variant)
+            yield self._sample(i)
+
+    def _sample(self, index: int) -> SyntheticSample:
+        return generate_sample(
+            self.spec, index, seed=self.seed, image_size=self.image_size, variant=self.variant, recolor=self.recolor
+        )
 
     def info(self) -> dict[str, Any]:
         """JSON-serialisable description of the split (written next to shards / folders)."""
@@ -449,12 +509,14 @@ class SyntheticSplit(Sequence[SyntheticSample]):
             "image_size": self.image_size,
             "seed": list(self.seed),
             "class_names": list(self.spec.class_names),
+            "recolor": self.recolor,
         }
 
     def __repr__(self) -> str:
+        recolor = f", recolor={self.recolor!r}" if self.recolor else ""
         return (
             f"SyntheticSplit(preset={self.spec.name!r}, split={self.split!r}, num_samples={self.num_samples}, "
-            f"image_size={self.image_size}, seed={self.seed})"
+            f"image_size={self.image_size}, seed={self.seed}{recolor})"
         )
 
 
@@ -464,6 +526,7 @@ def make_split(
     num_samples: int,
     image_size: int = 64,
     seed: int = 0,
+    recolor: Recolor | None = None,
 ) -> SyntheticSplit:
     """Create a lazy split of a preset.
 
@@ -477,15 +540,101 @@ def make_split(
         num_samples: Number of samples in the split.
         image_size: Image side length in pixels.
         seed: Base seed shared by the three splits of one dataset.
+        recolor: None, or ``"swap"`` / ``"random"``: the same split with the objects recoloured (the objectness
+            probe; see :func:`recolor_objects`).
 
     Returns:
         A :class:`SyntheticSplit` (a ``Sequence[SyntheticSample]``).
+
+    Example:
+        >>> probe = make_split("objects", "test", 2, recolor="swap")
+        >>> plain = make_split("objects", "test", 2)
+        >>> probe[0].caption == plain[0].caption, (probe[0].mask == plain[0].mask).all()
+        (True, np.True_)
     """
     if split not in _SPLIT_IDS:
         raise ValueError(f"Unknown split {split!r}; expected one of {SPLITS}")
     if num_samples < 0:
         raise ValueError(f"num_samples must be >= 0, got {num_samples}")
-    return SyntheticSplit(get_spec(spec), split, num_samples, image_size, seed)
+    return SyntheticSplit(get_spec(spec), split, num_samples, image_size, seed, recolor)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Recolouring (the objectness probe)
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def _check_recolor(spec: SyntheticSpec, recolor: Any) -> None:
+    if recolor is not None and recolor not in RECOLORS:
+        raise ValueError(f"Unknown recolor {recolor!r}; expected None or one of {RECOLORS}")
+    if recolor == "swap" and not spec.palette_swap:
+        raise ValueError(f"recolor='swap' needs a preset with a palette_swap; {spec.name!r} has none")
+
+
+def _rgb_to_hsv(rgb: np.ndarray) -> np.ndarray:
+    """``(N, 3)`` RGB in ``[0, 1]`` -> ``(N, 3)`` HSV in ``[0, 1]`` (as :func:`colorsys.rgb_to_hsv`, vectorised)."""
+    high, low = rgb.max(axis=1), rgb.min(axis=1)
+    spread = high - low
+    safe = np.where(spread > 0, spread, 1.0)
+    r, g, b = rgb[:, 0], rgb[:, 1], rgb[:, 2]
+    hue = np.where(high == r, (g - b) / safe, np.where(high == g, 2.0 + (b - r) / safe, 4.0 + (r - g) / safe))
+    hue = np.where(spread > 0, (hue / 6.0) % 1.0, 0.0)
+    saturation = np.where(high > 0, spread / np.where(high > 0, high, 1.0), 0.0)
+    return np.stack([hue, saturation, high], axis=1)
+
+
+def _hsv_to_rgb(hsv: np.ndarray) -> np.ndarray:
+    """``(N, 3)`` HSV in ``[0, 1]`` -> ``(N, 3)`` RGB in ``[0, 1]`` (as :func:`colorsys.hsv_to_rgb`, vectorised)."""
+    hue, saturation, value = hsv[:, 0] % 1.0, hsv[:, 1], hsv[:, 2]
+    sector = np.floor(hue * 6.0)
+    frac = hue * 6.0 - sector
+    p, q, t = value * (1 - saturation), value * (1 - saturation * frac), value * (1 - saturation * (1 - frac))
+    # (6 sectors, 3 channels, N) -> pick each pixel's sector
+    table = np.stack([[value, t, p], [q, value, p], [p, value, t], [p, q, value], [t, p, value], [value, p, q]])
+    return np.take_along_axis(table, sector.astype(np.int64)[None, None, :] % 6, axis=0)[0].T
+
+
+def recolor_objects(
+    spec: str | SyntheticSpec,
+    canvas: np.ndarray,
+    labels: np.ndarray,
+    recolor: Recolor,
+    rng: np.random.Generator | None = None,
+) -> np.ndarray:
+    """Recolour every object of a drawn image; background pixels (``labels == 0``) are left as they are.
+
+    Args:
+        spec: The preset the image was drawn from.
+        canvas: ``(S, S, 3)`` float RGB in about ``[0, 255]``.
+        labels: ``(S, S)`` class-index mask of ``canvas``.
+        recolor: ``"swap"``: class ``a`` takes the palette of ``b`` for ``(a, b)`` in ``spec.palette_swap``: hue
+            rotated by ``hue_b - hue_a``, saturation and value scaled by ``sat_b / sat_a`` and ``val_b / val_a``
+            (``spec.palettes``). ``"random"``: each object's hue rotated by ``rng.uniform(0.25, 0.75)`` turns, in
+            order of class index.
+        rng: The generator of ``"random"`` (unused by ``"swap"``).
+
+    Returns:
+        A new ``(S, S, 3)`` float32 canvas.
+    """
+    spec = get_spec(spec)
+    _check_recolor(spec, recolor)
+    if recolor == "random" and rng is None:
+        raise ValueError("recolor='random' needs an rng")
+    palettes, swap = dict(spec.palettes), dict(spec.palette_swap)
+    out = np.asarray(canvas, dtype=np.float32).copy()
+    for value in sorted(set(np.unique(labels).tolist()) - {0}):
+        inside = labels == value
+        hsv = _rgb_to_hsv(np.clip(out[inside], 0, 255).astype(np.float64) / 255.0)
+        if recolor == "random":
+            hsv[:, 0] += float(rng.uniform(0.25, 0.75))  # type: ignore[union-attr]
+        else:
+            name = spec.class_names[value - 1]
+            (h_a, s_a, v_a), (h_b, s_b, v_b) = palettes[name], palettes[swap[name]]
+            hsv[:, 0] += h_b - h_a
+            hsv[:, 1] = np.clip(hsv[:, 1] * (s_b / s_a), 0.0, 1.0)
+            hsv[:, 2] = np.clip(hsv[:, 2] * (v_b / v_a), 0.0, 1.0)
+        out[inside] = (_hsv_to_rgb(hsv) * 255.0).astype(np.float32)
+    return out
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -1142,6 +1291,28 @@ OBJECTS_SPEC = register_spec(
             "{A} close to {b}.",
         ),
         size_adjective_prob=0.5,
+        # the centre of each drawer's main colour range (ball: striped in primaries, red taken as its reference;
+        # flower: the circular mean of its petal hues)
+        palettes=(
+            ("sun", (0.11, 0.75, 0.97)),
+            ("leaf", (0.29, 0.70, 0.62)),
+            ("brick", (0.015, 0.67, 0.61)),
+            ("ball", (0.0, 0.80, 0.90)),
+            ("fish", (0.575, 0.35, 0.64)),
+            ("flower", (0.87, 0.50, 0.92)),
+            ("tree", (0.335, 0.65, 0.39)),
+            ("mushroom", (0.01, 0.80, 0.72)),
+        ),
+        palette_swap=(
+            ("sun", "fish"),
+            ("fish", "sun"),
+            ("leaf", "brick"),
+            ("brick", "leaf"),
+            ("tree", "mushroom"),
+            ("mushroom", "tree"),
+            ("ball", "flower"),
+            ("flower", "ball"),
+        ),
     )
 )
 
