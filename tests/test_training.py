@@ -404,3 +404,9 @@ def test_demo_recipe_stages_chain():
     assert stage2.loss.multi_label_group_pooling == "max" and stage2.loss.multi_label_target == "semantic"
     assert stage1.loss.group_diversity_weight == stage2.loss.group_diversity_weight == 1.0
     assert stage2.learning_rate < stage1.learning_rate
+
+
+def test_missing_trackers_are_returned_for_a_warning_after_the_accelerator_exists():
+    # Accelerate's logger refuses to log before the Accelerator's state exists, so the check only sorts the names
+    assert training._available_trackers("none") == ([], [])
+    assert training._available_trackers("json, no_such_tracker_module") == (["json"], ["no_such_tracker_module"])

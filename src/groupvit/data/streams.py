@@ -19,7 +19,6 @@ import random
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from itertools import islice
 from typing import Any
 
 import numpy as np
@@ -141,22 +140,6 @@ def _webdataset_fields(sample: dict[str, Any]) -> tuple[Any, Any]:
     return image, caption
 
 
-def shuffle_buffer(items: Iterator[Any], size: int, rng: random.Random) -> Iterator[Any]:
-    """Approximate shuffle with a buffer of `size` items (webdataset-style)."""
-    if size <= 1:
-        yield from items
-        return
-    buffer: list[Any] = []
-    for item in items:
-        buffer.append(item)
-        if len(buffer) >= size:
-            index = rng.randrange(len(buffer))
-            buffer[index], buffer[-1] = buffer[-1], buffer[index]
-            yield buffer.pop()
-    rng.shuffle(buffer)
-    yield from buffer
-
-
 @dataclass(frozen=True)
 class StreamPosition:
     """Where a stream runs: its seed and epoch, the process (rank of world) and the DataLoader worker."""
@@ -231,7 +214,12 @@ class ImageTextStream(IterableDataset):
         position = StreamPosition.current(self.seed, self.epoch, self.rank, self.world_size)
         rng = position.rng()
         raw = self.source(position, rng)
-        for item in shuffle_buffer(raw, self.shuffle_buffer_size, rng):
+        if self.shuffle_buffer_size > 1:
+            import webdataset as wds
+
+            # webdataset's buffer shuffle, filled completely (initial=size) before the first draw, with our seeded rng
+            raw = wds.shuffle(self.shuffle_buffer_size, initial=self.shuffle_buffer_size, rng=rng)(iter(raw))
+        for item in raw:
             try:
                 if isinstance(item, SampleError):
                     raise item
@@ -268,10 +256,12 @@ def webdataset_source(urls: str | list[str], resampled: bool = False) -> Callabl
         else:
             order = list(shards)
             random.Random(position.shared_seed).shuffle(order)
+            # ours, not `wds.split_by_node`: that one reads the rank from RANK/torch.distributed only, and the stream's
+            # rank may be given explicitly (ImageTextStream(rank=, world_size=)); the same rule splits `indexed_source`
             mine = order[position.rank :: position.world]
             if len(mine) < position.num_workers:
                 logger.warning("%d shards for %d workers on rank %d", len(mine), position.num_workers, position.rank)
-            picks = ({"url": url} for url in islice(mine, position.worker, None, position.num_workers))
+            picks = ({"url": url} for url in wds.split_by_worker(mine))
         for pick in picks:
             for sample in wds.tarfile_samples([pick], handler=_shard_error_handler(pick["url"])):
                 try:

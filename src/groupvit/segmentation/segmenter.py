@@ -349,6 +349,7 @@ class GroupViTSegmenter:
         image = to_rgb_image(image, index=index, timeout=timeout)
         original_size = (image.height, image.width)
         height, width = rescaled_size(*original_size, opts.short_side, opts.max_long_side)
+        # resized here with PIL, not by the image processor: its size rule is not mmseg's (see `rescaled_size`)
         if (height, width) != original_size:
             resample = PIL.Image.Resampling.BILINEAR if opts.resample == "bilinear" else PIL.Image.Resampling.BICUBIC
             image = image.resize((width, height), resample=resample)

@@ -25,6 +25,8 @@ def rescaled_size(height: int, width: int, short_side: int | None, max_long_side
 
     Rounds as `mmcv.imrescale` does (`int(x * scale + 0.5)`).
     """
+    # ours, not the image processor's `size={"shortest_edge": N}`: that truncates the long side where mmcv rounds, and
+    # caps the long side (`max_size`) by truncating the short side too, where mmseg's rule caps it at 2048 by rounding
     if short_side is None:
         return height, width
     scale = short_side / min(height, width)

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from accelerate.logging import get_logger
 from torch.utils.data import DataLoader
 
 from groupvit.configuration_groupvit import GroupViTConfig
@@ -59,7 +60,8 @@ from groupvit.training.config import (
 from groupvit.training.losses import GroupViTPretrainingLoss
 from groupvit.utils import eval_mode
 
-logger = logging.getLogger(__name__)
+# Accelerate's logger: messages go out on the main process only unless `main_process_only=False`
+logger = get_logger(__name__)
 
 
 LOSS_STATE = "training_loss.safetensors"
@@ -174,6 +176,8 @@ def _batches(loader: DataLoader, stream: ImageTextStream, epoch: int, skip: int,
     so that the caller counts their skips before dropping them. Skipped batches are loaded and dropped: the stream is
     deterministic, so this restores the exact data position.
     """
+    # ours, not `accelerate.skip_first_batches`: that drops the skipped batches unseen, so an epoch now shorter than
+    # the resume position would pass silently, and its SkipDataLoader joins GradientState, moving accumulation syncs
     while True:
         stream.set_epoch(epoch)
         count = full = 0
@@ -203,9 +207,11 @@ def train(config: TrainingConfig) -> dict[str, Any]:
     from transformers import get_scheduler
 
     ensure_writable_directory(config.output_dir)  # before anything is trained: a run must not fail at its first save
-    trackers = _available_trackers(config.report_to)
+    trackers, missing_trackers = _available_trackers(config.report_to)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     accelerator = _make_accelerator(config, trackers)
+    for name in missing_trackers:  # logged here: Accelerate's logger needs the Accelerator's state
+        logger.warning("Tracker %r requested but it is not installed; not logging to it", name)
     validate_config(config, accelerator.num_processes)
     set_seed(config.seed)
 
@@ -261,8 +267,7 @@ def train(config: TrainingConfig) -> dict[str, Any]:
         logger.info("Resumed from %s at step %d", checkpoint, state["step"])
     if trackers:
         accelerator.init_trackers("groupvit", config=_flat_config(config))
-    if accelerator.is_main_process:
-        logger.info(_start_summary(config, accelerator, batch, optimizer.param_groups[0]["initial_lr"], state["step"]))
+    logger.info(_start_summary(config, accelerator, batch, optimizer.param_groups[0]["initial_lr"], state["step"]))
     run_start, samples_at_start = time.perf_counter(), state["samples_seen"]
 
     validation = _validation_samples(config) if config.eval_steps and accelerator.is_main_process else None
@@ -351,8 +356,7 @@ def train(config: TrainingConfig) -> dict[str, Any]:
 
         save_file({k: v.contiguous() for k, v in loss_fn.state_dict().items()}, Path(config.output_dir) / LOSS_STATE)
     accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        logger.info(_end_summary(summary, config.output_dir))
+    logger.info(_end_summary(summary, config.output_dir))
     accelerator.end_training()
     return summary
 
@@ -495,19 +499,19 @@ def _validation_samples(config: TrainingConfig) -> tuple[list[Any], list[str]] |
     return list(split), list(get_spec(data.synthetic_preset).class_names)
 
 
-def _available_trackers(report_to: str) -> list[str]:
+def _available_trackers(report_to: str) -> tuple[list[str], list[str]]:
+    """The requested trackers split into (installed, missing)."""
     if report_to in ("none", "", None):
-        return []
+        return [], []
     wanted = ["tensorboard", "wandb"] if report_to == "all" else [t.strip() for t in report_to.split(",")]
-    available = []
+    available, missing = [], []
     for name in wanted:
-        module = {"tensorboard": "tensorboard", "wandb": "wandb"}.get(name, name)
         try:
-            __import__(module)
+            __import__(name)
             available.append(name)
         except ImportError:
-            logger.warning("Tracker %r requested but %r is not installed; not logging to it", name, module)
-    return available
+            missing.append(name)
+    return available, missing
 
 
 def _flat_config(config: TrainingConfig) -> dict[str, Any]:
