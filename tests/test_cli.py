@@ -11,7 +11,7 @@ import pytest
 
 from groupvit import cli
 
-SMALL = ["--short-side", "32", "--window", "32", "--stride", "16", "--device", "cpu"]
+SMALL = ["--short_side", "32", "--window", "32", "--stride", "16", "--device", "cpu"]
 
 
 def write_image(path, width: int, height: int, seed: int = 0) -> str:
@@ -32,7 +32,7 @@ def test_segment_help(capsys):
         cli.main(["segment", "--help"])
     assert exit_info.value.code == 0
     text = capsys.readouterr().out
-    for flag in ("--labels", "--model", "--output", "--background-threshold", "--template", "--mode"):
+    for flag in ("--labels", "--model", "--output", "--background_threshold", "--template", "--mode"):
         assert flag in text
 
 
@@ -51,7 +51,7 @@ def test_segment_writes_overlays_masks_and_a_table(tiny_checkpoint, tmp_path, ca
     second = write_image(tmp_path / "second.jpg", 40, 40, seed=1)
     out = tmp_path / "out"
     argv = ["segment", first, second, "--labels", "cat, dog,grass", "--model", tiny_checkpoint, "--output", str(out)]
-    assert cli.main([*argv, "--background-threshold", "0.9", "--template", "a photo of a {}.", *SMALL]) == 0
+    assert cli.main([*argv, "--background_threshold", "0.9", "--template", "a photo of a {}.", *SMALL]) == 0
     for stem, size in (("first", (57, 31)), ("second", (40, 40))):
         overlay = PIL.Image.open(out / f"{stem}_overlay.png")
         assert overlay.width == size[0] and overlay.height > size[1]  # legend below
@@ -96,7 +96,7 @@ def test_segment_with_a_protocol(tiny_checkpoint, tmp_path, capsys):
 def test_segment_rejects_bad_arguments(tiny_checkpoint, tmp_path, capsys):
     image = write_image(tmp_path / "a.png", 32, 32)
     too_long = ["--labels", "cat," + "very " * 80 + "long"]
-    for extra in (["--labels", "cat,cat"], ["--labels", "cat", "--background-threshold", "2"], [], too_long):
+    for extra in (["--labels", "cat,cat"], ["--labels", "cat", "--background_threshold", "2"], [], too_long):
         with pytest.raises(SystemExit) as exit_info:
             cli.main(["segment", image, "--model", tiny_checkpoint, *extra])
         assert exit_info.value.code == 2
@@ -111,7 +111,7 @@ def test_segment_accepts_the_shipped_demo_model_by_name(tmp_path, capsys):
     image = tmp_path / "test0.png"
     make_split("objects", "test", 1, 64, 0)[0].image.save(image)
     argv = ["segment", str(image), "--model", "demo", "--labels", "sun,fish", "--output", str(tmp_path)]
-    assert cli.main([*argv, "--background-threshold", "0.9", "--mode", "whole"]) == 0
+    assert cli.main([*argv, "--background_threshold", "0.9", "--mode", "whole"]) == 0
     assert PIL.Image.open(tmp_path / "test0_labels.png").size == (64, 64)
     assert "test0.png (64x64)" in capsys.readouterr().out
 
@@ -155,7 +155,7 @@ def test_segment_with_the_demo_model_uses_its_validated_settings_as_the_demo_and
         np.testing.assert_array_equal(written, np.asarray(entry["mask"]))
     # and the flags still win
     out = tmp_path / "no_background"
-    argv = ["segment", str(image), "--model", "demo", "--labels", "sun,leaf", "--output", str(out), "--no-background"]
+    argv = ["segment", str(image), "--model", "demo", "--labels", "sun,leaf", "--output", str(out), "--no_background"]
     assert cli.main(argv) == 0
     assert json.loads((out / "test1.json").read_text())["labels"] == ["sun", "leaf"]
 

@@ -98,14 +98,14 @@ def test_segment_checks_images_before_the_model(tmp_path, capsys, monkeypatch):
 def test_segment_unreachable_url_is_reported_and_exits_2(tiny_checkpoint, tmp_path, capsys):
     url = "http://127.0.0.1:9/photo.png"  # the discard port: nothing listens, the connection is refused
     argv = ["segment", url, "--labels", "cat", "--model", tiny_checkpoint, "--output", str(tmp_path)]
-    assert cli.main([*argv, "--timeout", "2", "--short-side", "32", "--device", "cpu"]) == 2
+    assert cli.main([*argv, "--timeout", "2", "--short_side", "32", "--device", "cpu"]) == 2
     err = capsys.readouterr().err
     assert "Traceback" not in err and f"groupvit segment: error: {url}:" in err
 
 
 @pytest.mark.parametrize("model", [MISSING, UNKNOWN_ID])
 def test_evaluate_missing_model_is_one_line(model, tmp_path, capsys, offline):
-    argv = ["evaluate", "--model", model, "--num-samples", "2", "--output", str(tmp_path / "out")]
+    argv = ["evaluate", "--model", model, "--num_samples", "2", "--output", str(tmp_path / "out")]
     assert cli.main(argv) == 2
     _one_error_line(capsys, "groupvit evaluate", repr(model))
 
@@ -118,7 +118,7 @@ def test_evaluate_unknown_protocol_is_one_line(tiny_checkpoint, tmp_path, capsys
 
 @pytest.mark.parametrize("model", [MISSING, UNKNOWN_ID])
 def test_demo_missing_model_is_one_line(model, tmp_path, capsys, offline):
-    assert cli.main(["demo", "--model", model, "--num-test", "2", "--output", str(tmp_path / "out")]) == 2
+    assert cli.main(["demo", "--model", model, "--num_test", "2", "--output", str(tmp_path / "out")]) == 2
     _one_error_line(capsys, "groupvit demo", repr(model))
 
 
@@ -135,7 +135,7 @@ def test_export_onnx_missing_model_is_one_line(model, tmp_path, capsys, offline)
 
 
 def test_push_missing_folder_is_one_line(tmp_path, capsys):
-    assert cli.main(["push", str(tmp_path / "no-folder"), "--repo-id", "me/model"]) == 2
+    assert cli.main(["push", str(tmp_path / "no-folder"), "--repo_id", "me/model"]) == 2
     _one_error_line(capsys, "groupvit push", "no-folder")
 
 
@@ -148,5 +148,5 @@ def test_push_unreachable_hub_is_one_line(tiny_checkpoint, tmp_path, capsys, mon
     shutil.copytree(tiny_checkpoint, folder)
     monkeypatch.setattr(constants, "ENDPOINT", "http://127.0.0.1:9")  # nothing listens: connection refused
     monkeypatch.setenv("HF_TOKEN", "hf_not_a_real_token")
-    assert cli.main(["push", str(folder), "--repo-id", "me/model"]) == 2
+    assert cli.main(["push", str(folder), "--repo_id", "me/model"]) == 2
     _one_error_line(capsys, "groupvit push", "cannot push to 'me/model'")

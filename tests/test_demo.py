@@ -26,8 +26,8 @@ from groupvit.segmentation import GroupViTSegmenter
 @pytest.mark.slow
 def test_shrunken_demo_produces_every_artefact(tmp_path):
     Image.new("RGB", (50, 40), (250, 200, 0)).save(tmp_path / "mine.png")
-    args = ["--output", str(tmp_path / "out"), "--num-test", "4", "--num-validation", "4", "--num-color-train", "20"]
-    args += ["--train", "--train-steps", "3", str(tmp_path / "mine.png"), "--labels", "sun,fish"]
+    args = ["--output", str(tmp_path / "out"), "--num_test", "4", "--num_validation", "4", "--num_color_train", "20"]
+    args += ["--train", "--train_steps", "3", str(tmp_path / "mine.png"), "--labels", "sun,fish"]
     assert demo_main(args) == 0
     out = tmp_path / "out"
     results = json.loads((out / "results.json").read_text())

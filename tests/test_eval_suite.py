@@ -500,7 +500,7 @@ def test_paper_results_lookup():
 # evaluate_segmentation without a background class, and the `groupvit evaluate` command line
 # ---------------------------------------------------------------------------------------------------------------------
 
-SMALL = ["--short-side", "32", "--window", "32", "--stride", "16"]
+SMALL = ["--short_side", "32", "--window", "32", "--stride", "16"]
 
 
 def test_evaluate_segmentation_without_background_scores_the_c_classes(tmp_path):
@@ -519,7 +519,7 @@ def test_evaluate_segmentation_without_background_scores_the_c_classes(tmp_path)
 
 
 def test_cli_lists_the_protocols(capsys):
-    assert evaluate_main(["--list-protocols"]) == 0
+    assert evaluate_main(["--list_protocols"]) == 0
     assert capsys.readouterr().out.splitlines() == describe_protocols()
 
 
@@ -527,7 +527,7 @@ def test_cli_runs_the_suite_on_a_comma_list_and_prints_the_table(tiny_checkpoint
     write_voc(tmp_path / "data")
     write_ade(tmp_path / "data")
     out = tmp_path / "out"
-    argv = ["--model", tiny_checkpoint, "--protocol", "voc,ade20k", "--data-root", str(tmp_path / "data")]
+    argv = ["--model", tiny_checkpoint, "--protocol", "voc,ade20k", "--data_root", str(tmp_path / "data")]
     assert evaluate_main([*argv, "--output", str(out), "--limit", "1", *SMALL]) == 0
     printed = capsys.readouterr().out
     table = (out / "results.md").read_text()
@@ -544,17 +544,17 @@ def test_cli_runs_the_suite_on_a_comma_list_and_prints_the_table(tiny_checkpoint
     for name in ("voc", "ade20k"):
         assert saved["benchmarks"][name]["mean_iou"] == pytest.approx(direct.results[name].mean_iou)
     # 'all' skips the absent benchmarks with a note
-    assert evaluate_main(["--model", tiny_checkpoint, "--protocol", "all", "--data-root", str(tmp_path / "data"),
+    assert evaluate_main(["--model", tiny_checkpoint, "--protocol", "all", "--data_root", str(tmp_path / "data"),
                           "--output", str(tmp_path / "all"), "--limit", "1", *SMALL]) == 0  # fmt: skip
     assert "City skipped: no cityscapes under" in capsys.readouterr().out
 
 
 def test_cli_suite_arguments_are_checked(tiny_checkpoint, tmp_path, capsys):
     assert evaluate_main(["--model", tiny_checkpoint, "--protocol", "voc,ade20k"]) == 2
-    assert "give --data-root DIR" in capsys.readouterr().err
+    assert "give --data_root DIR" in capsys.readouterr().err
     assert evaluate_main(["--model", tiny_checkpoint, "--protocol", "voc"]) == 2
-    assert "needs --dataset (a datasets source) or --data-root" in capsys.readouterr().err
-    argv = ["--model", tiny_checkpoint, "--protocol", "voc,synthetic", "--data-root", str(tmp_path)]
+    assert "needs --dataset (a datasets source) or --data_root" in capsys.readouterr().err
+    argv = ["--model", tiny_checkpoint, "--protocol", "voc,synthetic", "--data_root", str(tmp_path)]
     assert evaluate_main(argv) == 2
     assert "unknown suite protocol(s) ['synthetic']" in capsys.readouterr().err
 
@@ -582,7 +582,7 @@ def test_cli_dataset_folder_with_splits_and_empty_datasets(tiny_checkpoint, tmp_
     argv = ["--model", tiny_checkpoint, "--protocol", "voc", "--dataset", str(tmp_path / "empty"), *SMALL]
     assert evaluate_main([*argv, "--output", str(tmp_path / "out3")]) == 2
     assert "has no rows: nothing to evaluate" in capsys.readouterr().err
-    argv = ["--model", tiny_checkpoint, "--protocol", "synthetic", "--num-samples", "0", *SMALL]
+    argv = ["--model", tiny_checkpoint, "--protocol", "synthetic", "--num_samples", "0", *SMALL]
     assert evaluate_main([*argv, "--output", str(tmp_path / "out4")]) == 2
     assert "no images to evaluate" in capsys.readouterr().err
     assert not (tmp_path / "out4" / "results.json").exists()

@@ -163,24 +163,24 @@ def test_invalid_requests_fail_before_any_call(tmp_path, model_folder, hub_calls
 
 
 def test_push_main(model_folder, hub_calls, capsys):
-    argv = [str(model_folder), "--repo-id", REPO_ID, "--revision", "dev", "--private", "--commit-message", "hello"]
+    argv = [str(model_folder), "--repo_id", REPO_ID, "--revision", "dev", "--private", "--commit_message", "hello"]
     assert push_main(argv) == 0
     assert capsys.readouterr().out.strip() == COMMIT_URL
     assert hub_calls[0][1]["private"] is True and hub_calls[1][1]["branch"] == "dev"
     assert hub_calls[2][1]["commit_message"] == "hello" and hub_calls[2][1]["revision"] == "dev"
 
-    assert push_main([str(model_folder), "--repo-id", REPO_ID, "--dry-run"]) == 0
+    assert push_main([str(model_folder), "--repo_id", REPO_ID, "--dry_run"]) == 0
     assert capsys.readouterr().out.split() == EXPECTED_UPLOAD
     assert len(hub_calls) == 3  # a dry run calls nothing
 
     (model_folder / "model.safetensors").unlink()
-    assert push_main([str(model_folder), "--repo-id", REPO_ID]) == 2  # one line on stderr (was 1 before)
+    assert push_main([str(model_folder), "--repo_id", REPO_ID]) == 2  # one line on stderr (was 1 before)
     with pytest.raises(SystemExit):
-        push_main([str(model_folder)])  # --repo-id is required
+        push_main([str(model_folder)])  # --repo_id is required
 
 
 def test_push_makes_the_folder_hub_native_and_dry_run_writes_nothing(model_folder, hub_calls, capsys):
-    assert push_main([str(model_folder), "--repo-id", REPO_ID, "--dry-run"]) == 0
+    assert push_main([str(model_folder), "--repo_id", REPO_ID, "--dry_run"]) == 0
     assert capsys.readouterr().out.split() == EXPECTED_UPLOAD  # the remote code is listed before it is written
     assert [p.name for p in model_folder.glob("*.py")] == ["train.py"]
     assert json.loads((model_folder / "config.json").read_text()).get("auto_map") is None

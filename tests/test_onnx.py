@@ -240,7 +240,7 @@ def test_export_onnx_main_prints_parity(tiny_checkpoint, tmp_path, capsys):
 
 
 def test_export_onnx_main_without_validation_and_errors(tiny_checkpoint, tmp_path, capsys):
-    assert export_onnx_main(["--model", tiny_checkpoint, "--output", str(tmp_path), "--no-validate"]) == 0
+    assert export_onnx_main(["--model", tiny_checkpoint, "--output", str(tmp_path), "--no_validate"]) == 0
     assert "max abs error" not in capsys.readouterr().out
     assert "parity" not in json.loads((tmp_path / "groupvit_onnx.json").read_text())
     assert export_onnx_main(["--model", tiny_checkpoint, "--output", str(tmp_path), "--opset", "12"]) == 1

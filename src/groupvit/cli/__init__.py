@@ -7,6 +7,11 @@ own subcommand and nothing else. Add one with an entry in :data:`SUBCOMMANDS` or
 The command-line layer: this package is the only place in `groupvit` that parses argv. One module per
 subcommand (`segment`, `evaluate`, `pretrain`, `demo`, `push`, `export-onnx`, `app`), each a thin layer over the
 library functions it calls.
+
+Flags are spelled one way across subcommands: with underscores, as transformers' example scripts and the run-config
+field names (`--max_steps`, `--short_side`). Every parser comes from :func:`argument_parser`, which also accepts the
+hyphenated spelling of each long option (`--short-side`), as `transformers.HfArgumentParser` does, while `--help`
+shows only the canonical one.
 """
 
 from __future__ import annotations
@@ -15,10 +20,19 @@ import argparse
 import importlib
 import logging
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
-__all__ = ["SUBCOMMANDS", "Subcommand", "main", "register_subcommand", "report_error"]
+__all__ = [
+    "SUBCOMMANDS",
+    "ArgumentParser",
+    "Subcommand",
+    "argument_parser",
+    "main",
+    "register_subcommand",
+    "report_error",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +73,65 @@ def report_error(prog: str, error: BaseException | str) -> int:
     message = " ".join(str(error).split()) or type(error).__name__
     print(f"{prog}: error: {message}", file=sys.stderr)
     return 2
+
+
+def _other_spelling(option: str) -> str | None:
+    """`--short_side` -> `--short-side` and back; None for a short option or a one-word one."""
+    if not option.startswith("--"):
+        return None
+    name = option[2:]
+    other = name.replace("_", "-") if "_" in name else name.replace("-", "_")
+    return None if other == name else f"--{other}"
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """An `argparse.ArgumentParser` that accepts both spellings of every long option and shows one in `--help`.
+
+    The other spelling (`-` for `_` or back) is registered as a hidden alias of the same action when parsing starts,
+    so it works for options added to argument groups and mutually exclusive groups alike. Abbreviations are off: a
+    flag is spelled out in full (`--max_step` is an error, not `--max_steps`).
+
+    Example:
+        ```python
+        >>> parser = ArgumentParser(prog="groupvit example")
+        >>> _ = parser.add_argument("--short_side", type=int)
+        >>> parser.parse_args(["--short-side", "448"]).short_side
+        448
+
+        ```
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
+    def _register_other_spellings(self) -> None:
+        for action in self._actions:
+            for option in action.option_strings:
+                other = _other_spelling(option)
+                if other is None:
+                    continue
+                known = self._option_string_actions.get(other)
+                if known is None:
+                    self._option_string_actions[other] = action  # parsed, but not in `option_strings`: not in help
+                elif known is not action:
+                    raise ValueError(f"{self.prog}: options {option!r} and {other!r} are different flags")
+
+    def parse_known_args(
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        self._register_other_spellings()
+        return super().parse_known_args(args, namespace)
+
+
+def argument_parser(prog: str, **kwargs: Any) -> ArgumentParser:
+    """The parser of `groupvit PROG`-style commands: every subcommand builds its parser here.
+
+    Args:
+        prog: The command as shown in usage and errors, e.g. `"groupvit segment"`.
+        **kwargs: Passed to `argparse.ArgumentParser` (description, epilog, formatter_class, ...).
+    """
+    return ArgumentParser(prog=prog, **kwargs)
 
 
 def register_subcommand(name: str, module: str, function: str, help: str, overwrite: bool = False) -> None:

@@ -49,6 +49,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import PIL.Image
 
+from groupvit.cli import argument_parser
 from groupvit.processing_groupvit import to_rgb_image
 from groupvit.segmentation.visualization import label_colors
 
@@ -449,8 +450,8 @@ def build_demo(
 
 def parse_args(argv: list[str] | None = None, examples: Sequence[str | Path] | None = None) -> argparse.Namespace:
     """Arguments of `groupvit app`."""
-    parser = argparse.ArgumentParser(
-        prog="groupvit app",
+    parser = argument_parser(
+        "groupvit app",
         description="Serve a web page for zero-shot segmentation: upload an image, type labels, see the masks.",
     )
     parser.add_argument("--model", default="demo", help='model directory or Hub id (default "demo": the shipped one)')

@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from groupvit.cli import report_error
+from groupvit.cli import argument_parser, report_error
 from groupvit.cli.shipped_model import DEMO_SETTINGS, demo_directory, resolve_model, run_config_path
 from groupvit.evaluation.benchmark import (
     SyntheticBenchmark,
@@ -36,8 +36,8 @@ RECORD = "protocol_synthetic"  # the key of the validated thresholds in a model'
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="groupvit demo",
+    parser = argument_parser(
+        "groupvit demo",
         description="Score the shipped GroupViT demo model on the synthetic protocol beside its baselines, and "
         "segment your images.",
     )
@@ -46,10 +46,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--output", default="demo_output", help="folder for results.json and the pictures")
     parser.add_argument("--labels", help="comma-separated labels for your images (default: the demo classes)")
     parser.add_argument(
-        "--num-test", type=int, default=PROTOCOL.num_test, help=f"test images (protocol: {PROTOCOL.num_test})"
+        "--num_test", type=int, default=PROTOCOL.num_test, help=f"test images (protocol: {PROTOCOL.num_test})"
     )
     parser.add_argument(
-        "--num-validation",
+        "--num_validation",
         type=int,
         default=PROTOCOL.num_validation,
         help=f"validation images the thresholds are chosen on (protocol: {PROTOCOL.num_validation})",
@@ -58,19 +58,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--probes", default=",".join(PROTOCOL.probes), help="recoloured test splits to score: swap, random"
     )
     parser.add_argument(
-        "--num-color-train",
+        "--num_color_train",
         type=int,
         default=PROTOCOL.num_color_train,
         help=f"training images of the colour baseline (protocol: {PROTOCOL.num_color_train})",
     )
-    parser.add_argument("--no-baselines", action="store_true", help="score the model only")
+    parser.add_argument("--no_baselines", action="store_true", help="score the model only")
     parser.add_argument(
-        "--reselect-thresholds", action="store_true", help="choose every threshold on validation, ignoring stored ones"
+        "--reselect_thresholds", action="store_true", help="choose every threshold on validation, ignoring stored ones"
     )
     parser.add_argument("--train", action="store_true", help="also train a fresh model from scratch first")
-    parser.add_argument("--train-steps", type=int, help="optimizer steps of --train (default: the recipe's 600)")
+    parser.add_argument("--train_steps", type=int, help="optimizer steps of --train (default: the recipe's 600)")
     parser.add_argument("--seed", type=int, default=0, help="training seed of --train")
-    parser.add_argument("--data-seed", type=int, default=PROTOCOL.seed, help="seed of the synthetic splits")
+    parser.add_argument("--data_seed", type=int, default=PROTOCOL.seed, help="seed of the synthetic splits")
     parser.add_argument(
         "--aggregate", nargs="+", metavar="RESULTS", help="results.json files of several runs: print mean and range"
     )

@@ -3,12 +3,12 @@
 Three sources of images:
 
 - the benchmark suite (:mod:`groupvit.evaluation.suite`): `--protocol all` or a comma list of presets (`voc,ade20k`)
-  with `--data-root DIR` holding mmsegmentation's layouts; writes `results.json` + `results.md` and prints the table,
+  with `--data_root DIR` holding mmsegmentation's layouts; writes `results.json` + `results.md` and prints the table,
 - a `datasets` source with image + annotation columns: `--protocol voc --dataset DIR_OR_HUB_ID --split validation`,
 - generated data: `--protocol synthetic`.
 
 Runs under `accelerate launch` too: images are split across processes and the confusion matrices summed.
-`--list-protocols` prints the presets. Exit status 2 for bad arguments or nothing to evaluate.
+`--list_protocols` prints the presets. Exit status 2 for bad arguments or nothing to evaluate.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 
+from groupvit.cli import argument_parser
 from groupvit.evaluation.evaluate import (
     evaluate_segmentation,
     format_report,
@@ -34,49 +35,49 @@ from groupvit.segmentation import GroupViTSegmenter
 
 PROTOCOL_HELP = (
     f"'all' (the eight suite presets), one preset or a comma list of them ({', '.join(SUITE_PROTOCOLS)}; with "
-    "--data-root, or one preset with --dataset), or 'synthetic' (generated data, the default)"
+    "--data_root, or one preset with --dataset), or 'synthetic' (generated data, the default)"
 )
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="groupvit evaluate",
+    parser = argument_parser(
+        "groupvit evaluate",
         description="Zero-shot semantic segmentation mIoU of a GroupViT model under named protocols.",
-        epilog="Examples: groupvit evaluate --model nvidia/groupvit-gcc-yfcc --protocol all --data-root /data  |  "
-        "groupvit evaluate --model DIR --protocol voc,ade20k --data-root /data --limit 50  |  "
+        epilog="Examples: groupvit evaluate --model nvidia/groupvit-gcc-yfcc --protocol all --data_root /data  |  "
+        "groupvit evaluate --model DIR --protocol voc,ade20k --data_root /data --limit 50  |  "
         "groupvit evaluate --model nvidia/groupvit-gcc-yfcc --protocol voc --dataset ./voc_val  |  "
-        "groupvit evaluate --model demo --protocol synthetic --synthetic-split test --num-samples 200  |  "
-        "groupvit evaluate --list-protocols",
+        "groupvit evaluate --model demo --protocol synthetic --synthetic_split test --num_samples 200  |  "
+        "groupvit evaluate --list_protocols",
     )
-    parser.add_argument("--list-protocols", action="store_true", help="print the suite's presets and exit")
+    parser.add_argument("--list_protocols", action="store_true", help="print the suite's presets and exit")
     parser.add_argument("--model", default="demo", help="directory, Hub id, or 'demo' for the shipped demo model")
     parser.add_argument("--protocol", default="synthetic", help=PROTOCOL_HELP)
-    parser.add_argument("--data-root", help="folder holding the suite's benchmarks in mmsegmentation's layouts")
+    parser.add_argument("--data_root", help="folder holding the suite's benchmarks in mmsegmentation's layouts")
     parser.add_argument("--limit", type=int, help="score at most N images per benchmark (a partial run)")
     parser.add_argument("--dataset", help="datasets source with image + annotation columns (Hub id or local path)")
     parser.add_argument("--split", default="validation", help="split of --dataset (default: validation)")
-    parser.add_argument("--image-column", default="image", help="image column of --dataset (default: image)")
+    parser.add_argument("--image_column", default="image", help="image column of --dataset (default: image)")
     parser.add_argument(
-        "--annotation-column", default="annotation", help="label-map column of --dataset (default: annotation)"
+        "--annotation_column", default="annotation", help="label-map column of --dataset (default: annotation)"
     )
     parser.add_argument(
-        "--synthetic-preset", default="objects", help="preset of the generated data (default: objects)"
+        "--synthetic_preset", default="objects", help="preset of the generated data (default: objects)"
     )
     parser.add_argument(
-        "--synthetic-split", default="test", choices=["train", "validation", "test"], help="generated split to score"
+        "--synthetic_split", default="test", choices=["train", "validation", "test"], help="generated split to score"
     )
-    parser.add_argument("--synthetic-seed", type=int, default=0, help="base seed of the generated data")
-    parser.add_argument("--image-size", type=int, default=64, help="side of generated synthetic images")
-    parser.add_argument("--num-samples", type=int, default=200, help="images to evaluate (synthetic, or a cap)")
-    parser.add_argument("--background-threshold", type=float, help="override the protocol's threshold")
+    parser.add_argument("--synthetic_seed", type=int, default=0, help="base seed of the generated data")
+    parser.add_argument("--image_size", type=int, default=64, help="side of generated synthetic images")
+    parser.add_argument("--num_samples", type=int, default=200, help="images to evaluate (synthetic, or a cap)")
+    parser.add_argument("--background_threshold", type=float, help="override the protocol's threshold")
     parser.add_argument("--mode", choices=["whole", "slide"], help="override the protocol's inference mode")
-    parser.add_argument("--short-side", type=int, help="override the protocol's resized short side (px)")
+    parser.add_argument("--short_side", type=int, help="override the protocol's resized short side (px)")
     parser.add_argument("--window", type=int, help="override the protocol's sliding-window size (px)")
     parser.add_argument("--stride", type=int, help="override the protocol's sliding-window stride (px)")
     parser.add_argument("--output", default="eval_output", help="results.json (and overlays or results.md) go here")
-    parser.add_argument("--num-overlays", type=int, default=8, help="overlay pictures to write (default 8)")
+    parser.add_argument("--num_overlays", type=int, default=8, help="overlay pictures to write (default 8)")
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"], help="model dtype")
-    parser.add_argument("--no-baselines", action="store_true", help="synthetic: skip the baselines (baselines.json)")
+    parser.add_argument("--no_baselines", action="store_true", help="synthetic: skip the baselines (baselines.json)")
     return parser.parse_args(argv)
 
 
@@ -128,11 +129,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if use_suite:
             if args.data_root is None:
-                return _error(f"--protocol {args.protocol} runs the benchmark suite: give --data-root DIR")
+                return _error(f"--protocol {args.protocol} runs the benchmark suite: give --data_root DIR")
             if args.dataset is not None:
-                return _error("--dataset evaluates one protocol; the suite (--data-root) reads the benchmark folders")
+                return _error("--dataset evaluates one protocol; the suite (--data_root) reads the benchmark folders")
             if args.background_threshold is not None:
-                return _error("--background-threshold changes one protocol; the suite keeps each preset's threshold")
+                return _error("--background_threshold changes one protocol; the suite keeps each preset's threshold")
             return _run_suite(args, suite_names, changes)
         model_path, defaults = resolve_model(args.model)
         limit = args.num_samples if args.limit is None else min(args.num_samples, args.limit)
@@ -144,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             if not args.dataset:
                 return _error(
-                    f"protocol {args.protocol!r} needs --dataset (a datasets source) or --data-root (the suite)"
+                    f"protocol {args.protocol!r} needs --dataset (a datasets source) or --data_root (the suite)"
                 )
             from itertools import islice
 
@@ -176,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run_suite(args: argparse.Namespace, names: list[str] | str, changes: dict[str, Any]) -> int:
-    """The benchmark suite on `--data-root`; prints the Markdown table on the main process."""
+    """The benchmark suite on `--data_root`; prints the Markdown table on the main process."""
     from accelerate import Accelerator
 
     from groupvit.cli.shipped_model import resolve_model

@@ -5,14 +5,14 @@ from __future__ import annotations
 import argparse
 import sys
 
-from groupvit.cli import report_error
+from groupvit.cli import argument_parser, report_error
 from groupvit.cli.shipped_model import resolve_model
 from groupvit.segmentation.onnx import _MIN_OPSET, DEFAULT_OPSET, METADATA_FILE, export_onnx
 
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="groupvit export-onnx",
+    parser = argument_parser(
+        "groupvit export-onnx",
         description="Export GroupViT's image and text towers to ONNX (with the processor and the logit scale), and "
         "check them against PyTorch with ONNX Runtime.",
     )
@@ -22,7 +22,7 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset, >= {_MIN_OPSET} (default: %(default)s)"
     )
     parser.add_argument(
-        "--image-size",
+        "--image_size",
         type=int,
         default=None,
         help="side of the traced dummy image (default: the config's); any multiple of the patch size works later",
@@ -30,14 +30,14 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--atol", type=float, default=1e-4, help="validation tolerance, absolute and relative (default: %(default)s)"
     )
-    parser.add_argument("--no-validate", action="store_true", help="skip the ONNX Runtime vs PyTorch comparison")
+    parser.add_argument("--no_validate", action="store_true", help="skip the ONNX Runtime vs PyTorch comparison")
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`groupvit export-onnx --model PATH_OR_ID --output DIR [--opset N] [--image-size S] [--no-validate]`.
+    """`groupvit export-onnx --model PATH_OR_ID --output DIR [--opset N] [--image_size S] [--no_validate]`.
 
-    Prints where the files went and, unless `--no-validate`, the largest absolute error of every output.
+    Prints where the files went and, unless `--no_validate`, the largest absolute error of every output.
 
     Returns:
         0 on success, 2 when the model cannot be found (a missing folder, an unknown or offline Hub id), 1 when the

@@ -17,6 +17,7 @@ import types
 import typing
 from typing import Any, Literal
 
+from groupvit.cli import argument_parser
 from groupvit.training.checkpointing import ensure_writable_directory
 from groupvit.training.config import (
     DataArguments,
@@ -130,13 +131,12 @@ def _default(spec: dataclasses.Field) -> Any:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="groupvit pretrain",
+    parser = argument_parser(
+        "groupvit pretrain",
         description="Pretrain GroupViT on image-caption pairs with Accelerate (1 CPU process to N GPUs). Each flag "
         "overrides the field of the same name in the run file.",
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        allow_abbrev=False,  # one spelling per flag: `--max_step` is an error, not `--max_steps`
     )
     parser.add_argument("--config", metavar="FILE", help="YAML or JSON run file with TrainingConfig fields")
     parser.add_argument(

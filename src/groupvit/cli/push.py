@@ -1,4 +1,4 @@
-"""`groupvit push FOLDER --repo-id ID`: upload a saved model folder to the Hugging Face Hub."""
+"""`groupvit push FOLDER --repo_id ID`: upload a saved model folder to the Hugging Face Hub."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 from huggingface_hub.errors import HfHubHTTPError
 
-from groupvit.cli import report_error
+from groupvit.cli import argument_parser, report_error
 from groupvit.hub.push import DEFAULT_COMMIT_MESSAGE, _check_folder, files_to_upload, push_folder_to_hub
 
 logger = logging.getLogger(__name__)
@@ -19,22 +19,22 @@ _NETWORK_ERRORS = (OSError, *HfHubHTTPError.__bases__)
 
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="groupvit push",
+    parser = argument_parser(
+        "groupvit push",
         description="Push a saved GroupViT folder (safetensors weights, configs, processor, model card) to the Hub.",
     )
     parser.add_argument("folder", help="folder written by save_pretrained")
-    parser.add_argument("--repo-id", required=True, help="target Hub repository, namespace/name")
+    parser.add_argument("--repo_id", required=True, help="target Hub repository, namespace/name")
     parser.add_argument("--revision", default=None, help="branch to push to (created when missing)")
     parser.add_argument("--private", action="store_true", help="create the repository as private")
-    parser.add_argument("--commit-message", default=DEFAULT_COMMIT_MESSAGE, help="commit title")
-    parser.add_argument("--create-pr", action="store_true", help="open a pull request instead of committing")
-    parser.add_argument("--dry-run", action="store_true", help="list the files that would go up and stop")
+    parser.add_argument("--commit_message", default=DEFAULT_COMMIT_MESSAGE, help="commit title")
+    parser.add_argument("--create_pr", action="store_true", help="open a pull request instead of committing")
+    parser.add_argument("--dry_run", action="store_true", help="list the files that would go up and stop")
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of `groupvit push FOLDER --repo-id ID [--revision R] [--private] [--commit-message M]`.
+    """Entry point of `groupvit push FOLDER --repo_id ID [--revision R] [--private] [--commit_message M]`.
 
     The token comes from `HF_TOKEN` or `huggingface-cli login` (never from the command line, where it would end up
     in the shell history).

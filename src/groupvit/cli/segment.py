@@ -21,18 +21,20 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from groupvit.cli import argument_parser
+
 logger = logging.getLogger(__name__)
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="groupvit segment",
+    parser = argument_parser(
+        "groupvit segment",
         description="Zero-shot semantic segmentation with GroupViT. For each image, writes <stem>_overlay.png "
         "(label colours with a legend), <stem>_labels.png (the label map: pixel value = label index) and <stem>.json "
         "(labels, scores, pixel shares) and prints the pixel share of each label. Unreadable images are reported "
         "and skipped (exit status 2).",
         epilog='Example: groupvit segment cats.jpg --labels "cat,sofa,remote" --model nvidia/groupvit-gcc-yfcc '
-        "--background-threshold 0.9 --output out/",
+        "--background_threshold 0.9 --output out/",
     )
     parser.add_argument("images", nargs="+", metavar="IMAGE", help="image files or http(s) URLs")
     parser.add_argument(
@@ -47,7 +49,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--output", default=".", help="output directory (default: the current directory)")
     background = parser.add_mutually_exclusive_group()
     background.add_argument(
-        "--background-threshold",
+        "--background_threshold",
         type=float,
         default=None,
         metavar="F",
@@ -55,7 +57,7 @@ def _parser() -> argparse.ArgumentParser:
         "(0.95 on VOC in the original code); default: the protocol's, else the model's validated one (the demo "
         "model's demo.json, as `groupvit demo` and `groupvit app`), else no background",
     )
-    background.add_argument("--no-background", action="store_true", help="no background class, whatever the default")
+    background.add_argument("--no_background", action="store_true", help="no background class, whatever the default")
     parser.add_argument(
         "--template",
         action="append",
@@ -63,7 +65,7 @@ def _parser() -> argparse.ArgumentParser:
         help='prompt template with {} for the label (default "a photo of a {}."); repeat for an ensemble',
     )
     parser.add_argument("--mode", choices=("slide", "whole"), help="sliding windows (default) or the whole image")
-    parser.add_argument("--short-side", type=int, metavar="N", help="resize the short side to N px (default 448)")
+    parser.add_argument("--short_side", type=int, metavar="N", help="resize the short side to N px (default 448)")
     parser.add_argument("--window", type=int, metavar="N", help="sliding-window size in px (default 448)")
     parser.add_argument(
         "--stride", type=int, metavar="N", help="sliding-window stride in px (default: half the window)"
