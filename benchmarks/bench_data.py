@@ -9,7 +9,7 @@ with `ImageTextCollator` (bundled CLIP tokenizer, `num_prompt_nouns` noun prompt
 - the DataLoader end to end with 1 and 2 workers (persistent workers; whole epochs timed after an untimed first
   epoch that starts them), as samples/s in total and per worker.
 
-A GPU that trains at S samples/s needs about `ceil(S / per_worker)` loader workers (`--gpu-samples-per-s S` prints
+A GPU that trains at S samples/s needs about `ceil(S / per_worker)` loader workers (`--gpu_samples_per_s S` prints
 it). Real img2dataset shards hold larger JPEGs (256-512 px) than these, so decode costs more there.
 
     python benchmarks/bench_data.py --out benchmarks/results/data-cpu.json
@@ -38,6 +38,7 @@ import webdataset as wds
 from PIL import Image
 from torch.utils.data import DataLoader
 
+from groupvit.cli import argument_parser
 from groupvit.data.collate import ImageTextCollator
 from groupvit.data.streams import ImageTextStream, decode_caption, decode_image, webdataset_source
 from groupvit.data.synthetic import make_split, write_webdataset_shards
@@ -46,16 +47,16 @@ from groupvit.processing_groupvit import GroupViTProcessor, bundled_tokenizer
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argument_parser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer samples: a smoke run")
-    parser.add_argument("--num-samples", type=int, help="samples written (default 512; --quick 64)")
+    parser.add_argument("--num_samples", type=int, help="samples written (default 512; --quick 64)")
     parser.add_argument("--shards", type=int, default=8, help="shards written (a multiple of the worker counts)")
-    parser.add_argument("--image-size", type=int, default=224, help="side of the stored JPEGs and of the crops")
-    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--image_size", type=int, default=224, help="side of the stored JPEGs and of the crops")
+    parser.add_argument("--batch_size", type=int, default=32)
     parser.add_argument("--workers", default="1,2", help="comma-separated DataLoader worker counts")
     parser.add_argument("--epochs", type=int, default=2, help="timed passes over the shards per worker count")
-    parser.add_argument("--num-prompt-nouns", type=int, default=3, help="noun prompts per caption (paper: 3)")
-    parser.add_argument("--gpu-samples-per-s", type=float, help="print the workers this GPU step rate needs")
+    parser.add_argument("--num_prompt_nouns", type=int, default=3, help="noun prompts per caption (paper: 3)")
+    parser.add_argument("--gpu_samples_per_s", type=float, help="print the workers this GPU step rate needs")
     parser.add_argument("--out", type=Path, help="write the results as JSON here")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)

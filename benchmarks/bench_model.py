@@ -8,7 +8,7 @@ Cases (each contender runs interleaved with the baseline in this process, warm-u
   ``GroupViTSegmenter`` and the ``zero-shot-image-segmentation`` pipeline (``mode="whole"``, no resize);
 - ``memory``: peak memory of one case per fresh subprocess (CUDA ``max_memory_allocated``; process peak RSS).
 
-Device policy: CUDA runs every contender under bf16 autocast, CPU in float32 (``--cpu-bf16`` adds bf16 contenders,
+Device policy: CUDA runs every contender under bf16 autocast, CPU in float32 (``--cpu_bf16`` adds bf16 contenders,
 which are reported but never picked as ours' best). The multi-label loss is off (``multi_label_loss_weight=0``) so
 both models compute the same image-text contrastive loss. ``speedup`` is baseline time / ours time (= ours/baseline
 throughput) from the medians, ``sp.min`` the same from the fastest repeats, ``paired`` the median of per-round ratios.
@@ -47,6 +47,7 @@ import transformers
 from torch.utils.flop_counter import FlopCounterMode
 
 import groupvit
+from groupvit.cli import argument_parser
 
 # dense bf16 tensor-core peaks (FLOP/s); the first name contained in the device name wins
 PEAK_BF16_FLOPS = (
@@ -82,21 +83,21 @@ ATTN = ("sdpa", "eager")
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     """Parse the command line and fill the device-dependent defaults."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argument_parser(description=__doc__.split("\n")[0])
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--quick", action="store_true", help="tiny preset, few repeats: a smoke run")
     parser.add_argument("--out", type=Path, help="write the results as JSON here")
     parser.add_argument("--cases", default="train,infer,seg,memory", help="comma-separated subset")
     parser.add_argument("--preset", help="model preset (default: groupvit-s; --quick: groupvit-tiny)")
-    parser.add_argument("--image-size", type=int, help="default: the preset's")
-    parser.add_argument("--text-length", type=int, default=77, help="tokens per caption (CLIP context: 77)")
-    parser.add_argument("--train-batch-sizes", help="comma-separated (default: CUDA 64,128,256; CPU 4)")
-    parser.add_argument("--infer-batch-size", type=int, help="default: CUDA 256; CPU 8")
+    parser.add_argument("--image_size", type=int, help="default: the preset's")
+    parser.add_argument("--text_length", type=int, default=77, help="tokens per caption (CLIP context: 77)")
+    parser.add_argument("--train_batch_sizes", help="comma-separated (default: CUDA 64,128,256; CPU 4)")
+    parser.add_argument("--infer_batch_size", type=int, help="default: CUDA 256; CPU 8")
     parser.add_argument("--repeats", type=int, help="timed repeats per contender (default: CUDA 10; CPU 5)")
     parser.add_argument("--warmup", type=int, help="untimed calls per contender first (default: CUDA 3; CPU 1)")
     parser.add_argument("--steps", type=int, help="calls per timed repeat (default: CUDA 5; CPU 1)")
     parser.add_argument("--compile", default="auto", choices=["auto", "on", "off"], help="auto: on for CUDA only")
-    parser.add_argument("--cpu-bf16", action="store_true", help="also time bf16 autocast contenders on CPU")
+    parser.add_argument("--cpu_bf16", action="store_true", help="also time bf16 autocast contenders on CPU")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's, one per core)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--child", help=argparse.SUPPRESS)  # CASE:VARIANT_JSON, one memory case in a fresh process
@@ -123,7 +124,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def build_config(args: argparse.Namespace) -> groupvit.GroupViTConfig:
-    """The preset with the multi-label loss off (the built-in has none), at `--image-size` if given."""
+    """The preset with the multi-label loss off (the built-in has none), at `--image_size` if given."""
     vision = {"image_size": args.image_size} if args.image_size else {}
     config = groupvit.GroupViTConfig.from_preset(args.preset, multi_label_loss_weight=0.0, vision_config=vision)
     args.image_size = config.vision_config.image_size

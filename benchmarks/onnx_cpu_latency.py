@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 import groupvit
+from groupvit.cli import argument_parser
 from groupvit.segmentation.onnx import export_onnx
 
 
@@ -59,9 +60,9 @@ def _summary(times: list[float]) -> dict[str, float]:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argument_parser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--preset", default="groupvit-s", help="config preset (default: %(default)s)")
-    parser.add_argument("--image-size", type=int, default=224)
+    parser.add_argument("--image_size", type=int, default=224)
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2], help="intra-op thread counts to measure")
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=30)

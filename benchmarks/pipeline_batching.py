@@ -14,7 +14,6 @@ tokens per 448 px window), or `--preset groupvit-s` (GroupViT-S, 16 px patches, 
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import sys
@@ -25,11 +24,13 @@ SIZES = ((640, 480), (480, 640), (500, 500), (800, 600), (600, 450), (448, 448),
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    from groupvit.cli import argument_parser  # here: the module stays importable without groupvit loaded
+
+    parser = argument_parser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", default="groupvit-tiny")
     parser.add_argument("--images", type=int, default=16)
     parser.add_argument("--labels", type=int, default=20)
-    parser.add_argument("--batch-sizes", default="1,8")
+    parser.add_argument("--batch_sizes", default="1,8")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     parser.add_argument("--device", default="cpu")

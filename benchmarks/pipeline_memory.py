@@ -128,7 +128,9 @@ def _available_mb() -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    from groupvit.cli import argument_parser  # here: the module stays importable without groupvit loaded
+
+    parser = argument_parser(description=__doc__.splitlines()[0])
     parser.add_argument("--cases", default=",".join(DEFAULT_CASES), help="WxHxLABELS, comma-separated")
     parser.add_argument("--paths", default="new,old")
     parser.add_argument("--one", nargs=2, metavar=("CASE", "PATH"), help=argparse.SUPPRESS)

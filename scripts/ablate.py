@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from groupvit.cli import argument_parser
 from groupvit.cli.shipped_model import run_config_path
 from groupvit.evaluation.evaluate import (
     evaluate_segmentation,
@@ -131,12 +132,12 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argument_parser(description=__doc__.splitlines()[0])
     parser.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated subset of {list(VARIANTS)}")
     parser.add_argument("--steps", type=int, default=800)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--num-validation", type=int, default=100)
-    parser.add_argument("--num-test", type=int, default=200)
+    parser.add_argument("--num_validation", type=int, default=100)
+    parser.add_argument("--num_test", type=int, default=200)
     parser.add_argument("--output", default="ablations")
     args = parser.parse_args(argv)
     names = [n.strip() for n in args.variants.split(",")]

@@ -2,10 +2,10 @@
 
     python scripts/convert_original_checkpoint.py \\
         --checkpoint group_vit_gcc_yfcc_30e-879422e0.pth --output groupvit-gcc-yfcc \\
-        --config GroupViT/configs/group_vit_gcc_yfcc_30e.yml --opaque-objects
+        --config GroupViT/configs/group_vit_gcc_yfcc_30e.yml --opaque_objects
 
 The file is read with `torch.load(..., weights_only=True)` only. The NVlabs training checkpoints also pickle their
-OmegaConf config, which that refuses; `--opaque-objects` loads such objects as inert placeholders (no code from the
+OmegaConf config, which that refuses; `--opaque_objects` loads such objects as inert placeholders (no code from the
 file runs) and recovers the config's values from them. The architecture comes from, in this order: `--config` (the
 original yaml, following its `_base_`, an original or our JSON config, or a preset name), the checkpoint's own
 `config` entry, or GroupViT-S with the multi-label temperature kept if the checkpoint has one.
@@ -30,6 +30,7 @@ import yaml
 from PIL import Image
 
 from groupvit import GroupViTConfig, GroupViTModel, GroupViTProcessor, available_presets
+from groupvit.cli import argument_parser
 from groupvit.hub.conversion import (
     ConversionError,
     UnsafeCheckpointError,
@@ -47,7 +48,7 @@ _OUR_CONFIG_KEYS = ("vision_config", "text_config", "projection_dim")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argument_parser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--checkpoint", required=True, type=Path, help="original .pth checkpoint")
     parser.add_argument("--output", required=True, type=Path, help="output folder")
     parser.add_argument(
@@ -57,18 +58,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "groupvit-s)",
     )
     parser.add_argument(
-        "--opaque-objects",
+        "--opaque_objects",
         action="store_true",
         help="load Python objects stored in the checkpoint (e.g. its OmegaConf config) as inert placeholders instead "
         "of failing; no code from the file is run",
     )
     parser.add_argument("--overwrite", action="store_true", help="write into a non-empty output folder")
-    parser.add_argument("--repo-id", default=None, help="Hub id shown in the model card's usage examples")
-    parser.add_argument("--base-model", default=None, help="Hub id of the model this one derives from (model card)")
+    parser.add_argument("--repo_id", default=None, help="Hub id shown in the model card's usage examples")
+    parser.add_argument("--base_model", default=None, help="Hub id of the model this one derives from (model card)")
     parser.add_argument("--datasets", nargs="*", default=None, help="Hub ids of the training datasets (model card)")
     parser.add_argument("--results", type=Path, default=None, help="results.json of a segmentation evaluation")
     parser.add_argument(
-        "--image-size", type=int, default=None, help="processor resize/crop size (default: the config's image size)"
+        "--image_size", type=int, default=None, help="processor resize/crop size (default: the config's image size)"
     )
     return parser.parse_args(argv)
 

@@ -9,12 +9,12 @@ on the synthetic validation split (never the test split), scores the test split,
 validation curve, test metrics, the training command) and a model card.
 """
 
-import argparse
 import json
 import shutil
 import sys
 from pathlib import Path
 
+from groupvit.cli import argument_parser
 from groupvit.cli.shipped_model import DEMO_SETTINGS, demo_directory
 from groupvit.evaluation.evaluate import (
     evaluate_segmentation,
@@ -34,11 +34,11 @@ COMMANDS = (
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argument_parser(description=__doc__.splitlines()[0])
     parser.add_argument("--run", required=True, help="output_dir of the finished training run")
     parser.add_argument("--output", default=str(demo_directory()))
-    parser.add_argument("--num-validation", type=int, default=200)
-    parser.add_argument("--num-test", type=int, default=200)
+    parser.add_argument("--num_validation", type=int, default=200)
+    parser.add_argument("--num_test", type=int, default=200)
     parser.add_argument(
         "--command",
         action="append",

@@ -3,6 +3,8 @@
 import contextlib
 import importlib
 import io
+import re
+from pathlib import Path
 
 import pytest
 
@@ -91,3 +93,15 @@ def test_two_flags_differing_only_in_separator_are_refused():
     parser.add_argument("--dry-run", dest="other", action="store_true")
     with pytest.raises(ValueError, match="--dry_run"):
         parser.parse_args([])
+
+
+def test_scripts_and_benchmarks_spell_flags_with_underscores_through_the_shared_parser():
+    root = Path(__file__).resolve().parents[1]
+    files = [*root.glob("src/groupvit/cli/*.py"), *root.glob("scripts/*.py"), *root.glob("benchmarks/*.py")]
+    for path in files:
+        text = path.read_text()
+        hyphenated = re.findall(r'add_argument\(\s*"(--[a-z0-9]+-[a-z0-9-]+)"', text)
+        assert not hyphenated, f"{path.relative_to(root)} spells {hyphenated} with hyphens"
+        if "argparse.ArgumentParser(" in text and path.name not in ("__init__.py", "build_clip_vocab.py"):
+            # build_clip_vocab.py runs on the standard library alone (and has no multi-word flag)
+            pytest.fail(f"{path.relative_to(root)} builds a parser without groupvit.cli.argument_parser")

@@ -571,7 +571,7 @@ def test_script_end_to_end(tmp_path, script, config, original, converted_model):
     checkpoint = tmp_path / "group_vit_tiny.pth"
     torch.save({"model": original.state_dict(), "config": {"model": ORIGINAL_YAML_TINY}, "epoch": 29}, checkpoint)
     out = tmp_path / "converted"
-    rc = script.main(["--checkpoint", str(checkpoint), "--output", str(out), "--repo-id", "me/groupvit-tiny"])
+    rc = script.main(["--checkpoint", str(checkpoint), "--output", str(out), "--repo_id", "me/groupvit-tiny"])
     assert rc == 0
     files = {p.name for p in out.iterdir()}
     assert {"config.json", "model.safetensors", "README.md", "processor_config.json", "tokenizer.json"} <= files
@@ -620,7 +620,7 @@ def test_pickled_objects_give_a_clear_error(tmp_path, script, original, caplog):
     torch.save({"model": original.state_dict(), "config": CustomObject(3)}, checkpoint)
     with pytest.raises(UnsafeCheckpointError, match="CustomObject") as info:
         load_original_checkpoint(checkpoint)
-    assert "arbitrary code" in str(info.value) and "--opaque-objects" in str(info.value)
+    assert "arbitrary code" in str(info.value) and "--opaque_objects" in str(info.value)
 
     out = tmp_path / "out"
     with caplog.at_level(logging.ERROR):
@@ -673,6 +673,6 @@ def test_opaque_objects_load_an_omegaconf_style_config(tmp_path, script, config,
     assert plain_config(loaded["config"])["model"]["output_dim"] == 16
 
     out = tmp_path / "out"
-    assert script.main(["--checkpoint", str(checkpoint), "--output", str(out), "--opaque-objects"]) == 0
+    assert script.main(["--checkpoint", str(checkpoint), "--output", str(out), "--opaque_objects"]) == 0
     saved = json.loads((out / "config.json").read_text())
     assert "multi_label_loss_weight" not in saved

@@ -158,7 +158,7 @@ def test_benchmark_scripts_run(tmp_path):
     assert all(entry["per_s"]["median"] > 0 for entry in train["contenders"].values())
 
     out = tmp_path / "data.json"
-    argv = ["--num-samples", "16", "--shards", "2", "--batch-size", "4", "--workers", "1", "--epochs", "1"]
+    argv = ["--num_samples", "16", "--shards", "2", "--batch_size", "4", "--workers", "1", "--epochs", "1"]
     threads = torch.get_num_threads()
     try:
         assert _load_script("bench_data").main([*argv, "--out", str(out)]) == 0

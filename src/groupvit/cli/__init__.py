@@ -124,7 +124,7 @@ class ArgumentParser(argparse.ArgumentParser):
         return super().parse_known_args(args, namespace)
 
 
-def argument_parser(prog: str, **kwargs: Any) -> ArgumentParser:
+def argument_parser(prog: str | None = None, **kwargs: Any) -> ArgumentParser:
     """The parser of `groupvit PROG`-style commands: every subcommand builds its parser here.
 
     Args:
@@ -142,8 +142,8 @@ def register_subcommand(name: str, module: str, function: str, help: str, overwr
 
 
 def _top_level_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="groupvit",
+    parser = argument_parser(
+        "groupvit",
         description="GroupViT (Semantic Segmentation Emerges from Text Supervision) as a Transformers model.",
         epilog="Run `groupvit SUBCOMMAND --help` for the options of a subcommand.",
     )

@@ -520,7 +520,7 @@ def load_original_checkpoint(path: str | os.PathLike, *, opaque_objects: bool = 
                 f"{os.fspath(path)} contains Python objects{names} that only full unpickling could rebuild, and full "
                 "unpickling can run arbitrary code, so it is not done. Either re-save the weights alone in an "
                 "environment you trust (torch.save({'model': torch.load(path, weights_only=False)['model']}, ...)), "
-                "or load the file with opaque_objects=True (--opaque-objects in the script) to read the tensors and "
+                "or load the file with opaque_objects=True (--opaque_objects in the script) to read the tensors and "
                 f"replace those objects with inert placeholders. PyTorch said: {str(error).splitlines()[0]}"
             ) from error
         stand_ins = [(_opaque_class(name), name) for name in unsafe]
