@@ -165,8 +165,8 @@ def test_run_logs_a_summary_at_start_and_end(tmp_path, caplog):
     output = tmp_path / "run"
     assert pretrain_main(_args(output, 2, "--scale_lr", "true", "--learning_rate", "0.004096")) == 0
     messages = [r.getMessage() for r in caplog.records if r.name == "groupvit.training.trainer"]
-    start = next(m for m in messages if m.startswith("Run summary (start)"))
-    end = next(m for m in messages if m.startswith("Run summary (end)"))
+    start = next(m for m in messages if "Run summary (start)" in m)
+    end = next(m for m in messages if "Run summary (end)" in m)
     # 2 steps x global batch 4 (4 per device x 1 x 1 process); lr 0.004096 scaled by 4/4096 -> 4e-06
     assert "2 optimizer steps" in start and "8 image-caption pairs" in start
     assert "global batch:         4 = 4 per device x 1 accumulation x 1 process(es)" in start

@@ -11,7 +11,7 @@ import numpy as np
 import PIL.Image
 import pytest
 from huggingface_hub.errors import StrictDataclassError
-from hypothesis import HealthCheck, example, given, settings
+from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
 import groupvit
@@ -125,6 +125,8 @@ def test_pipeline_takes_unicode_and_whitespace_labels(pipe, labels):
 def test_pipeline_refuses_a_duplicate_label_by_name(pipe, labels, data):
     duplicate = data.draw(st.sampled_from(labels))
     spaced = data.draw(st.sampled_from([duplicate, f" {duplicate} ", duplicate.upper(), duplicate.lower()]))
+    # case changes that are not round trips ('ı'.upper() == 'I', whose casefold is 'i') make a different prompt
+    assume(" ".join(spaced.split()).casefold() == " ".join(duplicate.split()).casefold())
     position = data.draw(st.integers(0, len(labels)))
     candidates = [*labels[:position], spaced, *labels[position:]]
     with pytest.raises(ValueError, match="duplicate candidate label") as error:
