@@ -1,6 +1,7 @@
 """Shared fixtures: a tiny GroupViT with every parameter randomised, and transformers' built-in twin."""
 
 import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -74,3 +75,11 @@ def text_inputs() -> dict[str, torch.Tensor]:
 @pytest.fixture()
 def pixel_values() -> torch.Tensor:
     return torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+
+
+TINY_RUN = str(Path(__file__).resolve().parents[1] / "configs" / "tiny-synthetic.yaml")
+
+
+def tiny_run_args(output_dir, *extra: str) -> list[str]:
+    """`groupvit pretrain` arguments of a quiet tiny synthetic run into `output_dir` (no trackers, no evaluation)."""
+    return ["--config", TINY_RUN, "--output_dir", str(output_dir), "--report_to", "none", "--eval_steps", "0", *extra]

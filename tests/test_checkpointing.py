@@ -8,35 +8,18 @@ from pathlib import Path
 import pytest
 import torch
 
+from conftest import tiny_run_args
 from groupvit.cli.pretrain import main as pretrain_main
 from groupvit.training.checkpointing import UnsafeCheckpointError, load_data_only
 
-ROOT = Path(__file__).resolve().parents[1]
-TINY_RUN = str(ROOT / "configs" / "tiny-synthetic.yaml")
-
 
 def _args(output_dir, max_steps, *extra):
-    return [
-        "--config",
-        TINY_RUN,
-        "--output_dir",
-        str(output_dir),
-        "--report_to",
-        "none",
-        "--eval_steps",
-        "0",
-        "--max_steps",
-        str(max_steps),
-        "--checkpointing_steps",
-        "2",
-        "--logging_steps",
-        "1",
-        "--per_device_train_batch_size",
-        "4",
-        "--set",
-        "data.synthetic_num_samples=64",
+    return tiny_run_args(
+        output_dir,
+        *("--max_steps", str(max_steps), "--checkpointing_steps", "2", "--logging_steps", "1"),
+        *("--per_device_train_batch_size", "4", "--set", "data.synthetic_num_samples=64"),
         *extra,
-    ]
+    )
 
 
 @pytest.fixture(scope="module")

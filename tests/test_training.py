@@ -13,6 +13,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 import groupvit
+from conftest import TINY_RUN, tiny_run_args
 from groupvit.cli.pretrain import main as pretrain_main
 from groupvit.training import trainer as training
 from groupvit.training.trainer import (
@@ -24,23 +25,10 @@ from groupvit.training.trainer import (
 )
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY_RUN = str(ROOT / "configs" / "tiny-synthetic.yaml")
 
 
 def _args(output_dir, *extra):
-    return [
-        "--config",
-        TINY_RUN,
-        "--output_dir",
-        str(output_dir),
-        "--report_to",
-        "none",
-        "--eval_steps",
-        "0",
-        "--set",
-        "data.synthetic_num_samples=2000",
-        *extra,
-    ]
+    return tiny_run_args(output_dir, "--set", "data.synthetic_num_samples=2000", *extra)
 
 
 def test_config_file_and_overrides(tmp_path):
