@@ -169,6 +169,22 @@ def test_hf_streaming_source(tmp_path):
     assert len(items) == 6
 
 
+def test_save_to_disk_folder_with_splits_gives_the_asked_split(tmp_path):
+    import datasets
+
+    splits = datasets.DatasetDict(
+        {
+            "train": datasets.Dataset.from_dict({"text": ["a", "b", "c"]}),
+            "validation": datasets.Dataset.from_dict({"text": ["d"]}),
+        }
+    )
+    splits.save_to_disk(str(tmp_path / "pairs"))
+    assert load_hf_dataset(str(tmp_path / "pairs"), split="validation")["text"] == ["d"]
+    assert load_hf_dataset(str(tmp_path / "pairs"))["text"] == ["a", "b", "c"]
+    with pytest.raises(ValueError, match=r"has no split 'test'; its splits: \['train', 'validation'\]"):
+        load_hf_dataset(str(tmp_path / "pairs"), split="test")
+
+
 @pytest.mark.parametrize(
     ("value", "expected"),
     [(b"a cat", "a cat"), ({"caption": " a dog "}, "a dog"), ({"text": "a cow"}, "a cow"), ("x", "x")],

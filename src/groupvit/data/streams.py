@@ -336,15 +336,38 @@ def synthetic_source(split: Any) -> Callable[..., Iterator[Any]]:
     return indexed_source(len(split), get_pair)
 
 
+class EmptyDatasetError(ValueError):
+    """A dataset source that holds no rows."""
+
+
 def load_hf_dataset(path: str, split: str = "train", streaming: bool = False, **kwargs: Any) -> Any:
-    """Load a dataset by Hub id, a `save_to_disk` folder, an `imagefolder` directory or parquet/arrow files."""
+    """Load a dataset by Hub id, a `save_to_disk` folder, an `imagefolder` directory or parquet/arrow files.
+
+    A `save_to_disk` folder may hold one dataset or several splits (`dataset_dict.json`); `split` picks one.
+
+    Raises:
+        ValueError: A `save_to_disk` folder without `split` (naming the splits it has).
+        EmptyDatasetError: A `save_to_disk` dataset saved without rows (`datasets.load_from_disk` would fail with an
+            IndexError).
+    """
+    import json
     import os
 
     import datasets
 
-    if os.path.isdir(path) and os.path.exists(os.path.join(path, "dataset_info.json")):
+    source, splits_file = path, os.path.join(path, "dataset_dict.json")
+    if os.path.isdir(path) and os.path.isfile(splits_file):
+        with open(splits_file) as handle:
+            names = json.load(handle).get("splits", [])
+        if split not in names:
+            raise ValueError(f"dataset {path!r} has no split {split!r}; its splits: {sorted(names)}")
+        path = os.path.join(path, split)
+    state_file = os.path.join(path, "state.json")
+    if os.path.isdir(path) and os.path.isfile(state_file):
+        with open(state_file) as handle:
+            if not json.load(handle).get("_data_files"):
+                raise EmptyDatasetError(f"split {split!r} of dataset {source!r} has no rows")
         loaded = datasets.load_from_disk(path)
-        loaded = loaded[split] if isinstance(loaded, datasets.DatasetDict) else loaded
         return loaded.to_iterable_dataset() if streaming else loaded
     if os.path.isdir(path):
         return datasets.load_dataset("imagefolder", data_dir=path, split=split, streaming=streaming, **kwargs)

@@ -73,29 +73,20 @@ def _json_default(value: Any) -> Any:
 
 
 def load_annotated_dataset(source: str, split: str = "validation") -> Any:
-    """The `split` of a `datasets` source: a `save_to_disk` folder (one dataset, or several splits with
-    `dataset_dict.json`), an `imagefolder` directory, parquet/arrow files or a Hub id.
+    """The `split` of a `datasets` source (see `groupvit.data.streams.load_hf_dataset`), refused when it has no rows.
 
     Raises:
         ValueError: For a `save_to_disk` folder without `split` (naming the splits it has), or a dataset without rows.
     """
-    import datasets
+    from groupvit.data.streams import EmptyDatasetError, load_hf_dataset
 
-    from groupvit.data.streams import load_hf_dataset
-
-    folder = Path(source)
-    if folder.is_dir() and (folder / "dataset_dict.json").is_file():
-        names = json.loads((folder / "dataset_dict.json").read_text()).get("splits", [])
-        if split not in names:
-            raise ValueError(f"dataset {source!r} has no split {split!r}; its splits: {sorted(names)}")
-        folder = folder / split
-    state = folder / "state.json"
-    if folder.is_dir() and state.is_file() and not json.loads(state.read_text()).get("_data_files"):
-        # `datasets.load_from_disk` fails with an IndexError on a dataset saved without rows
-        raise ValueError(f"split {split!r} of dataset {source!r} has no rows: nothing to evaluate")
-    dataset = datasets.load_from_disk(str(folder)) if state.is_file() else load_hf_dataset(source, split=split)
+    empty = f"split {split!r} of dataset {source!r} has no rows: nothing to evaluate"
+    try:
+        dataset = load_hf_dataset(source, split=split)
+    except EmptyDatasetError as error:
+        raise ValueError(empty) from error
     if hasattr(dataset, "__len__") and len(dataset) == 0:
-        raise ValueError(f"split {split!r} of dataset {source!r} has no rows: nothing to evaluate")
+        raise ValueError(empty)
     return dataset
 
 
