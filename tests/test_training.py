@@ -93,6 +93,8 @@ def test_bad_config_fails_at_start(overrides, message):
         ({"data.shuffle_buffer_size": -1}, ValueError, r"data\.shuffle_buffer_size=-1 is out of range"),
         ({"data.num_prompt_nouns": -1}, ValueError, r"data\.num_prompt_nouns=-1 is out of range"),
         ({"data.source": "s3"}, ValueError, r"data\.source='s3' is not one of"),
+        ({"loss.multi_label_logit_scale_init": float("inf")}, ValueError, r"scale_init must be finite, got inf"),
+        ({"max_grad_norm": float("nan")}, ValueError, r"max_grad_norm must be finite, got nan"),
         ({"data.streaming": "yes"}, TypeError, r"data\.streaming='yes' has type str; expected bool"),
         ({"model_overrides": {"projection_dimm": 8}}, ValueError, r"model_overrides\.projection_dimm"),
         (

@@ -341,9 +341,9 @@ def _check_fields(instance: Any, prefix: str = "") -> None:
             raise TypeError(
                 f"{name}={value!r} has type {type(value).__name__}; expected {_type_name(spec.type)}{hint}"
             )
+        if isinstance(value, float) and not math.isfinite(value):  # NaN would pass every range comparison
+            raise ValueError(f"{name} must be finite, got {value!r}")
         if name in _RANGES and value is not None:
-            if not math.isfinite(value):  # NaN passes every comparison below
-                raise ValueError(f"{name}={value!r} is not a finite number")
             low, high = _RANGES[name]
             strict_low, strict_high = name in _GREATER_THAN, name in _BELOW
             too_low = low is not None and (value <= low if strict_low else value < low)
@@ -391,7 +391,7 @@ def validate_config(config: TrainingConfig, num_processes: int = 1) -> None:
     _check_model_overrides(config.model_overrides, config.model_preset)
     for name in ("multi_label_weight", "group_diversity_weight"):
         value = getattr(config.loss, name)
-        if not math.isfinite(value) or value < 0:
+        if value < 0:  # finiteness: `_check_fields`
             raise ValueError(f"loss.{name} must be finite and >= 0, got {value!r}")
     data = config.data
     low, high = data.crop_scale
