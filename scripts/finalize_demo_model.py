@@ -2,11 +2,14 @@
 
     python scripts/pretrain.py --config src/groupvit/resources/demo/run.yaml --output_dir runs/demo
     python scripts/pretrain.py --config src/groupvit/resources/demo/run_stage2.yaml --output_dir runs/demo-stage2
-    python scripts/finalize_demo_model.py --run runs/demo-stage2
+    python scripts/pretrain.py --config src/groupvit/resources/demo/run_stage3.yaml --output_dir runs/demo-stage3
+    python scripts/finalize_demo_model.py --run runs/demo-stage3
 
 Copies the weights, config and processor into `src/groupvit/resources/demo/model/`, fixes the background threshold
 on the synthetic validation split (never the test split), scores the test split, and writes `demo.json` (settings,
-validation curve, test metrics, the training command) and a model card.
+validation curve, test metrics, the training command) and a model card. The stored baselines of the previous
+`demo.json` are kept; the protocol thresholds belong to the old model and are dropped: record new ones with
+`groupvit demo --reselect_thresholds` (its `results.json` holds them under `thresholds_record`).
 """
 
 import json
@@ -15,6 +18,7 @@ import sys
 from pathlib import Path
 
 from groupvit.cli import argument_parser
+from groupvit.cli.demo import RECORD
 from groupvit.cli.shipped_model import DEMO_SETTINGS, demo_directory
 from groupvit.evaluation.evaluate import (
     evaluate_segmentation,
@@ -30,6 +34,7 @@ PRESET, IMAGE_SIZE = "objects", 64
 COMMANDS = (
     "python scripts/pretrain.py --config src/groupvit/resources/demo/run.yaml --output_dir runs/demo",
     "python scripts/pretrain.py --config src/groupvit/resources/demo/run_stage2.yaml --output_dir runs/demo-stage2",
+    "python scripts/pretrain.py --config src/groupvit/resources/demo/run_stage3.yaml --output_dir runs/demo-stage3",
 )
 
 
@@ -42,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--command",
         action="append",
-        help="training command(s) that produced --run, in order (default: the two stages of the demo recipe)",
+        help="training command(s) that produced --run, in order (default: the three stages of the demo recipe)",
     )
     args = parser.parse_args(argv)
     run, output = Path(args.run), Path(args.output)
@@ -50,6 +55,8 @@ def main(argv: list[str] | None = None) -> int:
     if missing:
         parser.error(f"{run} is not a finished run: missing {missing}")
     output.mkdir(parents=True, exist_ok=True)
+    previous = output / DEMO_SETTINGS
+    stored = json.loads(previous.read_text()).get(RECORD, {}).get("stored_baselines") if previous.exists() else None
     for name in FILES:
         shutil.copy2(run / name, output / name)
 
@@ -68,6 +75,8 @@ def main(argv: list[str] | None = None) -> int:
         "training": {k: v for k, v in summary.items() if k != "history"},
         "learning_curve": summary.get("history", []),
     }
+    if stored:
+        record[RECORD] = {"stored_baselines": stored}
     (output / DEMO_SETTINGS).write_text(json.dumps(record, indent=2, default=float))
     results = [
         {

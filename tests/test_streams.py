@@ -3,6 +3,7 @@
 import io
 import random
 import tarfile
+import zlib
 from collections import Counter
 
 import numpy as np
@@ -105,6 +106,20 @@ def test_collator_reports_skips_with_the_batch(shards):
     assert batches[0]["pixel_values"].shape == (2, 3, 32, 32)
     assert batches[0]["prompt_input_ids"].shape[:2] == (2, 2)
     assert sum(sum(batch["skipped"].values()) for batch in batches) == 3
+
+
+def test_collator_carries_every_caption_noun_not_only_the_sampled_prompts():
+    import torch
+
+    collator = ImageTextCollator(bundled_tokenizer(), num_prompt_nouns=1, seed=0)
+    image = torch.zeros(3, 8, 8)
+    captions = ["a ball, a fish and a tree near the window.", "an image with a leaf.", "a photo."]
+    batch = collator([{"pixel_values": image, "caption": caption} for caption in captions])
+    expected = [["ball", "fish", "tree", "window"], ["leaf"], []]
+    ids = [[zlib.crc32(noun.encode()) & 0x7FFFFFFF for noun in nouns] for nouns in expected]
+    assert batch["caption_noun_ids"].tolist() == [row + [-1] * (4 - len(row)) for row in ids]
+    # one prompt per caption, drawn from its nouns (the third caption has none: a copy of the caption, id -1)
+    assert batch["prompt_noun_ids"][0, 0].item() in ids[0] and batch["prompt_noun_ids"][2, 0].item() == -1
 
 
 def test_streams_split_between_ranks_and_workers_without_overlap():

@@ -1,6 +1,7 @@
 """Pretraining: config validation, optimizer groups, atomic checkpoints, kill -9 + resume, 2 processes, push."""
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -55,6 +56,10 @@ def test_config_file_and_overrides(tmp_path):
         ({"loss.group_diversity_weight": -1.0}, "loss.group_diversity_weight must be finite and >= 0"),
         ({"loss.multi_label_weight": float("nan")}, "loss.multi_label_weight must be finite"),
         ({"mixed_precision": "fp8"}, "mixed_precision='fp8' is not one of"),
+        ({"loss.group_purity_weight": 1.0}, "loss.group_purity_weight=1.0 needs loss.dense_noun_weight > 0"),
+        ({"loss.dense_noun_weight": 1.0, "data.num_prompt_nouns": 0}, "data.num_prompt_nouns must be >= 1, got 0"),
+        ({"loss.dense_noun_top_k": 0}, "loss.dense_noun_top_k=0 is out of range"),
+        ({"loss.group_distill_weight": -0.5}, "loss.group_distill_weight must be finite and >= 0"),
     ],
 )
 def test_bad_config_fails_at_start(overrides, message):
@@ -382,6 +387,24 @@ def test_init_from_keeps_the_weights_and_takes_the_loss_from_the_run(tmp_path):
     assert training.build_loss(config, model).terms["multi_label"].logit_scale.item() == pytest.approx(4.0)
 
 
+def test_region_terms_train_end_to_end_from_an_earlier_run(tmp_path):
+    # the demo's stage 3, shrunken: a run, then the dense-noun teacher, distillation and purity terms on top of it
+    first, second = tmp_path / "first", tmp_path / "second"
+    assert pretrain_main(_args(first, "--max_steps", "20", "--checkpointing_steps", "0")) == 0
+    region = ("loss.dense_noun_weight=1", "loss.group_distill_weight=1", "loss.group_purity_weight=1")
+    args = _args(second, "--max_steps", "20", "--checkpointing_steps", "0", "--set", f"init_from={first}")
+    assert pretrain_main([*args, *(x for pair in region for x in ("--set", pair))]) == 0
+    summary = json.loads((second / "train_summary.json").read_text())
+    for name in ("dense_noun", "group_distill", "group_purity"):
+        assert math.isfinite(summary[f"loss/{name}"]), name
+    # the teacher and its temperature live in the loss state; the saved model has the built-in's weights only
+    loss_state = load_file(second / training.LOSS_STATE)
+    assert {"terms.dense_noun.no_object", "terms.dense_noun.logit_scale"} <= set(loss_state)
+    assert set(load_file(second / "model.safetensors")) == set(load_file(first / "model.safetensors"))
+    model = groupvit.GroupViTModel.from_pretrained(second)
+    assert not any("patch_head" in name for name in model.state_dict())
+
+
 def test_demo_recipe_stages_chain():
     folder = ROOT / "src" / "groupvit" / "resources" / "demo"
     stage1 = load_training_config(str(folder / "run.yaml"))
@@ -394,6 +417,13 @@ def test_demo_recipe_stages_chain():
     assert stage2.loss.multi_label_group_pooling == "max" and stage2.loss.multi_label_target == "semantic"
     assert stage1.loss.group_diversity_weight == stage2.loss.group_diversity_weight == 1.0
     assert stage2.learning_rate < stage1.learning_rate
+    # stage 3 continues stage 2 with the region terms on top of stage 2's objective
+    stage3 = load_training_config(str(folder / "run_stage3.yaml"))
+    validate_config(stage3)
+    assert stage3.init_from == stage2.output_dir and stage3.model_preset == stage2.model_preset
+    for name in ("multi_label_target", "multi_label_group_pooling", "group_diversity_weight"):
+        assert getattr(stage3.loss, name) == getattr(stage2.loss, name), name
+    assert min(stage3.loss.dense_noun_weight, stage3.loss.group_distill_weight, stage3.loss.group_purity_weight) > 0
 
 
 def test_missing_trackers_are_returned_for_a_warning_after_the_accelerator_exists():

@@ -94,5 +94,9 @@ class ImageTextCollator:
             # a stable id per noun (-1: a padding copy of the caption), for the "semantic" multi-label targets
             noun_ids = [-1 if noun is None else zlib.crc32(noun.encode()) & 0x7FFFFFFF for _, noun in pairs]
             batch["prompt_noun_ids"] = torch.tensor(noun_ids).reshape(len(items), self.num_prompt_nouns)
+            # every noun of every caption (not only the K sampled ones), -1 padded: the targets of region terms
+            caption_nouns = [[zlib.crc32(n.encode()) & 0x7FFFFFFF for n in self.noun_extractor(c)] for c in captions]
+            width = max(1, max(len(ids) for ids in caption_nouns))
+            batch["caption_noun_ids"] = torch.tensor([ids + [-1] * (width - len(ids)) for ids in caption_nouns])
         batch["skipped"] = dict(skipped)
         return batch

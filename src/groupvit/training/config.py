@@ -108,6 +108,14 @@ class LossArguments:
             (against the best-matching projected segment token, which trains the embeddings segmentation reads).
         multi_label_logit_scale_init: Initial raw temperature of the multi-label loss (ln(1/0.07), as the model's).
         group_diversity_weight: Weight of the anti-collapse term (not in the paper; 0 disables it).
+        dense_noun_weight: Weight of the caption-noun multiple-instance term on the patch tokens (not in the paper;
+            0 disables it): a teacher head learns which caption noun each patch shows (`DenseNounTerm`).
+        dense_noun_top_k: Patches pooled per noun and image by that term.
+        dense_noun_logit_scale_init: Initial raw temperature of that term's patch-noun similarities.
+        group_distill_weight: Weight of the distillation of the teacher's patch posteriors into the final groups'
+            label distributions (needs `dense_noun_weight > 0`).
+        group_purity_weight: Weight of the term asking patches of one teacher class to share a final group (needs
+            `dense_noun_weight > 0`).
     """
 
     multi_label_weight: float = 1.0
@@ -115,6 +123,11 @@ class LossArguments:
     multi_label_group_pooling: Literal["mean", "max"] = "mean"
     multi_label_logit_scale_init: float = 2.6592
     group_diversity_weight: float = 0.0
+    dense_noun_weight: float = 0.0
+    dense_noun_top_k: int = 3
+    dense_noun_logit_scale_init: float = 2.6592
+    group_distill_weight: float = 0.0
+    group_purity_weight: float = 0.0
 
 
 @dataclass
@@ -280,6 +293,7 @@ _RANGES: dict[str, tuple[float | None, float | None]] = {
     "data.shuffle_buffer_size": (0, None),
     "data.num_workers": (0, None),
     "data.num_prompt_nouns": (0, None),
+    "loss.dense_noun_top_k": (1, None),
 }
 _GREATER_THAN = {"learning_rate", "adam_epsilon"}
 _BELOW = {"adam_beta1", "adam_beta2"}  # strictly below the highest value
@@ -389,10 +403,19 @@ def validate_config(config: TrainingConfig, num_processes: int = 1) -> None:
             f"allowed: [0, learning_rate]"
         )
     _check_model_overrides(config.model_overrides, config.model_preset)
-    for name in ("multi_label_weight", "group_diversity_weight"):
+    weights = ("multi_label", "group_diversity", "dense_noun", "group_distill", "group_purity")
+    for name in (f"{term}_weight" for term in weights):
         value = getattr(config.loss, name)
         if value < 0:  # finiteness: `_check_fields`
             raise ValueError(f"loss.{name} must be finite and >= 0, got {value!r}")
+    if config.loss.dense_noun_weight > 0 and config.data.num_prompt_nouns == 0:
+        raise ValueError("loss.dense_noun_weight > 0 needs noun prompts: data.num_prompt_nouns must be >= 1, got 0")
+    for name in ("group_distill_weight", "group_purity_weight"):
+        if getattr(config.loss, name) > 0 and config.loss.dense_noun_weight == 0:
+            raise ValueError(
+                f"loss.{name}={getattr(config.loss, name)!r} needs loss.dense_noun_weight > 0: its teacher is the "
+                "dense_noun term"
+            )
     data = config.data
     low, high = data.crop_scale
     if not 0 < low <= high <= 1:

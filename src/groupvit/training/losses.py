@@ -256,6 +256,104 @@ def group_diversity_loss(groupings: Sequence[torch.Tensor]) -> torch.Tensor:
     return torch.stack(losses).mean()
 
 
+def batch_noun_classes(
+    prompt_embeds: torch.Tensor, prompt_noun_ids: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The distinct nouns of a batch's prompts and one embedding each.
+
+    Args:
+        prompt_embeds: ``(B, K, C)`` prompt embeddings.
+        prompt_noun_ids: ``(B, K)`` noun id of each prompt (``-1``: a padding copy of the caption, skipped).
+
+    Returns:
+        ``ids`` ``(U,)`` sorted distinct noun ids and ``embeds`` ``(U, C)``: the L2-normalised mean of the
+        normalised embeddings of that noun's prompts.
+    """
+    embeds = F.normalize(prompt_embeds.float(), dim=-1).reshape(-1, prompt_embeds.shape[-1])
+    ids = prompt_noun_ids.reshape(-1).to(embeds.device)
+    valid = ids >= 0
+    unique, inverse = torch.unique(ids[valid], return_inverse=True)
+    sums = embeds.new_zeros(len(unique), embeds.shape[-1]).index_add_(0, inverse, embeds[valid])
+    return unique, F.normalize(sums, dim=-1)
+
+
+def dense_noun_mil_loss(
+    patch_embeds: torch.Tensor,
+    class_embeds: torch.Tensor,
+    targets: torch.Tensor,
+    scale: torch.Tensor | float,
+    top_k: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Caption-noun multiple-instance loss on image tokens: each patch picks one class, each image's nouns must win.
+
+    Every patch has a softmax over the classes (the batch's nouns and a last "no object" class); a class's image
+    score is the mean of its ``top_k`` patch probabilities; binary cross-entropy against ``targets``.
+
+    Args:
+        patch_embeds: ``(B, N, C)`` L2-normalised patch embeddings.
+        class_embeds: ``(U + 1, C)`` L2-normalised class embeddings, "no object" last.
+        targets: ``(B, U + 1)`` 1 where the caption names the class (the "no object" column is normally all 1).
+        scale: Logit scale of the patch-class cosine similarities.
+        top_k: Patches pooled per class and image.
+
+    Returns:
+        The scalar loss and the patch probabilities ``(B, N, U + 1)``.
+    """
+    logits = scale * patch_embeds.float() @ class_embeds.float().t()  # (B, N, U + 1)
+    probs = logits.softmax(dim=-1)
+    k = min(top_k, probs.shape[1])
+    scores = probs.topk(k, dim=1).values.mean(dim=1)  # (B, U + 1)
+    loss = F.binary_cross_entropy(scores.clamp(1e-6, 1 - 1e-6), targets.to(scores.dtype))
+    return loss, probs
+
+
+def group_distillation_loss(
+    group_embeds: torch.Tensor,
+    noun_embeds: torch.Tensor,
+    assignment: torch.Tensor,
+    patch_probs: torch.Tensor,
+    scale: torch.Tensor | float,
+) -> torch.Tensor:
+    """Distil patch class posteriors into the groups' label distributions (what segmentation reads).
+
+    The teacher of group ``g`` is the assignment-weighted mean of its patches' posteriors over the nouns and "no
+    object"; the "no object" share is spread evenly over the nouns (a background group should score every label
+    alike, which is what the segmenter's background threshold detects). The student is the softmax over the nouns of
+    ``scale * cos(group, noun)``. The loss is ``KL(teacher || student)`` per group, weighted by the group's patch mass.
+
+    Args:
+        group_embeds: ``(B, G, C)`` L2-normalised group embeddings.
+        noun_embeds: ``(U, C)`` L2-normalised noun embeddings.
+        assignment: ``(B, G, N)`` soft assignment of the patches to the groups (columns sum to 1).
+        patch_probs: ``(B, N, U + 1)`` patch posteriors ("no object" last); used as a fixed target.
+        scale: Logit scale of the group-noun similarities.
+    """
+    teacher = assignment.float() @ patch_probs.detach().float()  # (B, G, U + 1)
+    mass = teacher.sum(dim=-1)  # (B, G)
+    teacher = teacher / mass.clamp_min(1e-6)[..., None]
+    num_nouns = noun_embeds.shape[0]
+    teacher = teacher[..., :-1] + teacher[..., -1:] / num_nouns  # (B, G, U)
+    student = F.log_softmax(scale * group_embeds.float() @ noun_embeds.float().t(), dim=-1)  # (B, G, U)
+    kl = (teacher * (teacher.clamp_min(1e-12).log() - student)).sum(dim=-1)  # (B, G)
+    return (kl * mass).sum() / mass.sum().clamp_min(1e-6)
+
+
+def group_purity_loss(assignment: torch.Tensor, patch_probs: torch.Tensor) -> torch.Tensor:
+    """Mass-weighted entropy of each group's class distribution (assignment-weighted patch posteriors), in [0, 1].
+
+    The posteriors are fixed; the gradient reaches the assignment only: patches of one class should share a group.
+
+    Args:
+        assignment: ``(B, G, N)`` soft assignment of the patches to the groups.
+        patch_probs: ``(B, N, U + 1)`` patch class posteriors.
+    """
+    mixture = assignment.float() @ patch_probs.detach().float()  # (B, G, U + 1)
+    mass = mixture.sum(dim=-1)  # (B, G)
+    mixture = mixture / mass.clamp_min(1e-6)[..., None]
+    entropy = -(mixture * mixture.clamp_min(1e-12).log()).sum(dim=-1) / math.log(patch_probs.shape[-1])
+    return (entropy * mass).sum() / mass.sum().clamp_min(1e-6)
+
+
 # --------------------------------------------------------------------------------------------------------------------
 # The loss module
 # --------------------------------------------------------------------------------------------------------------------
@@ -270,12 +368,26 @@ class LossInputs:
         outputs: The model output on the stacked text batch (captions first, then the prompts).
         batch: The collated batch (`prompt_noun_ids` etc.).
         num_captions: Number of captions ``B`` at the head of the text batch.
+        patch_tokens_: The first stage's image tokens of this step, when a term needs them (`patch_tokens`).
+        patch_posteriors: ``(B, N, U + 1)`` the dense_noun term's patch posteriors (detached), once it has run.
+        noun_embeds: ``(U, C)`` the batch's noun embeddings the posteriors refer to.
     """
 
     model: GroupViTModel
     outputs: GroupViTModelOutput
     batch: Mapping[str, Any]
     num_captions: int
+    patch_tokens_: torch.Tensor | None = None
+    # set by the dense_noun term for the terms registered after it
+    patch_posteriors: torch.Tensor | None = None
+    noun_embeds: torch.Tensor | None = None
+
+    @property
+    def patch_tokens(self) -> torch.Tensor:
+        """``(B, N, D)`` image tokens after the first stage's layers (captured by `GroupViTPretrainingLoss.bind`)."""
+        if self.patch_tokens_ is None:
+            raise ValueError("this loss term needs the patch tokens: call GroupViTPretrainingLoss.bind(model) first")
+        return self.patch_tokens_
 
     @property
     def image_embeds(self) -> torch.Tensor:
@@ -330,6 +442,7 @@ class MultiLabelContrastiveTerm(nn.Module):
     """
 
     needs_groupings = False
+    needs_prompts = True
 
     def __init__(self, target: MultiLabelTarget, group_pooling: Literal["mean", "max"], init_logit_scale: float):
         super().__init__()
@@ -353,6 +466,94 @@ class MultiLabelContrastiveTerm(nn.Module):
 
     def extra_repr(self) -> str:
         return f"target={self.target!r}, group_pooling={self.group_pooling!r}"
+
+
+class DenseNounTerm(nn.Module):
+    """`dense_noun_mil_loss` on the patch tokens of the first stage, with this term's own projection head.
+
+    Not in the paper. The paper's losses only align pooled image embeddings, so no region is ever asked to carry its
+    noun. This term asks every patch token (after the first stage's layers, before grouping: what the groups are made
+    of) to pick one of the batch's caption nouns or "no object", and every image's caption nouns to win some patches.
+    The tokens are detached: the head is a teacher that reads the model without steering it; `GroupDistillationTerm`
+    and `GroupPurityTerm` pass what it learns on to the groups that segmentation reads. The noun embeddings are the
+    batch's prompt embeddings, detached (the contrastive terms train the text tower). The head, the learned "no
+    object" embedding and the temperature belong to the loss module: they train and checkpoint with it and are never
+    part of the saved model.
+
+    Args:
+        hidden_size: Width of the vision tokens.
+        projection_dim: Width of the joint embedding space.
+        top_k: Patches pooled per noun and image.
+        init_logit_scale: Initial raw temperature of the patch-noun similarities.
+    """
+
+    needs_groupings = False
+    needs_prompts = True
+    needs_patch_tokens = True
+
+    def __init__(self, hidden_size: int, projection_dim: int, top_k: int, init_logit_scale: float) -> None:
+        super().__init__()
+        self.top_k = top_k
+        self.patch_head = nn.Sequential(
+            nn.LayerNorm(hidden_size),
+            nn.Linear(hidden_size, hidden_size),
+            nn.GELU(),
+            nn.Linear(hidden_size, projection_dim),
+        )
+        self.no_object = nn.Parameter(torch.randn(projection_dim) * projection_dim**-0.5)
+        self.logit_scale = nn.Parameter(torch.tensor(float(init_logit_scale)))
+
+    def forward(self, inputs: LossInputs) -> torch.Tensor:
+        if inputs.prompt_embeds is None or "caption_noun_ids" not in inputs.batch:
+            raise ValueError(
+                "the dense_noun loss term needs noun prompts and caption_noun_ids in the batch (data.num_prompt_nouns)"
+            )
+        noun_ids, noun_embeds = batch_noun_classes(inputs.prompt_embeds.detach(), inputs.batch["prompt_noun_ids"])
+        patches = F.normalize(self.patch_head(inputs.patch_tokens.detach()), dim=-1)  # (B, N, C)
+        classes = torch.cat([noun_embeds.to(patches.dtype), F.normalize(self.no_object, dim=-1)[None]])
+        caption_nouns = inputs.batch["caption_noun_ids"].to(noun_ids.device)  # (B, M), -1 padded
+        named = (caption_nouns[:, :, None] == noun_ids[None, None, :]).any(dim=1)  # (B, U)
+        targets = torch.cat([named, torch.ones_like(named[:, :1])], dim=1)  # every image has some "no object"
+        scale = _scale(self.logit_scale, DEFAULT_MAX_LOGIT_SCALE, patches)
+        loss, probs = dense_noun_mil_loss(patches, classes, targets, scale, self.top_k)
+        inputs.patch_posteriors = probs.detach()
+        inputs.noun_embeds = noun_embeds
+        return loss
+
+    def extra_repr(self) -> str:
+        return f"top_k={self.top_k}"
+
+
+def _posteriors(inputs: LossInputs, name: str) -> torch.Tensor:
+    if inputs.patch_posteriors is None:
+        raise ValueError(f"the {name} loss term reads the dense_noun term's patch posteriors: enable dense_noun too")
+    return inputs.patch_posteriors
+
+
+class GroupDistillationTerm(nn.Module):
+    """`group_distillation_loss`: the final groups learn the dense_noun teacher's class distribution of their patches.
+
+    The student's temperature is the model's (detached), the one segmentation scores groups with.
+    """
+
+    needs_groupings = True
+
+    def forward(self, inputs: LossInputs) -> torch.Tensor:
+        posteriors = _posteriors(inputs, "group_distill")
+        assignment = modeling.chain_groupings(tuple(inputs.groupings))
+        scale = inputs.model.scaled(inputs.model.logit_scale).detach()
+        group_embeds = F.normalize(inputs.group_embeds, dim=-1)
+        return group_distillation_loss(group_embeds, inputs.noun_embeds, assignment, posteriors, scale)
+
+
+class GroupPurityTerm(nn.Module):
+    """`group_purity_loss`: patches the dense_noun teacher gives one class should share a final group."""
+
+    needs_groupings = True
+
+    def forward(self, inputs: LossInputs) -> torch.Tensor:
+        posteriors = _posteriors(inputs, "group_purity")
+        return group_purity_loss(modeling.chain_groupings(tuple(inputs.groupings)), posteriors)
 
 
 class GroupDiversityTerm(nn.Module):
@@ -398,10 +599,17 @@ class GroupViTPretrainingLoss(nn.Module):
         self.pad_token_id = pad_token_id
         self.terms = nn.ModuleDict()
         self.weights: dict[str, float] = {}
+        self._hook: Any = None
+        self._patch_tokens: torch.Tensor | None = None
 
     @classmethod
     def from_arguments(
-        cls, arguments: LossArguments, num_prompt_nouns: int, pad_token_id: int = 0
+        cls,
+        arguments: LossArguments,
+        num_prompt_nouns: int,
+        pad_token_id: int = 0,
+        hidden_size: int = 0,
+        projection_dim: int = 0,
     ) -> GroupViTPretrainingLoss:
         """The run configuration's objective: ITC, the multi-label term when prompts are drawn, the diversity term.
 
@@ -421,7 +629,40 @@ class GroupViTPretrainingLoss(nn.Module):
             loss.add_term("multi_label", term, arguments.multi_label_weight)
         if arguments.group_diversity_weight > 0:
             loss.add_term("group_diversity", GroupDiversityTerm(), arguments.group_diversity_weight)
+        if arguments.dense_noun_weight > 0:
+            if hidden_size < 1 or projection_dim < 1:
+                raise ValueError("the dense_noun term needs the model's hidden_size and projection_dim")
+            term = DenseNounTerm(
+                hidden_size, projection_dim, arguments.dense_noun_top_k, arguments.dense_noun_logit_scale_init
+            )
+            loss.add_term("dense_noun", term, arguments.dense_noun_weight)
+        for name, weight, term_class in (
+            ("group_distill", arguments.group_distill_weight, GroupDistillationTerm),
+            ("group_purity", arguments.group_purity_weight, GroupPurityTerm),
+        ):
+            if weight > 0:
+                if "dense_noun" not in loss.terms:
+                    raise ValueError(f"loss.{name}_weight={weight} needs loss.dense_noun_weight > 0 (its teacher)")
+                loss.add_term(name, term_class(), weight)
         return loss
+
+    def bind(self, model: GroupViTModel) -> None:
+        """Capture the first stage's image tokens of every forward of `model` for the terms that read them.
+
+        A forward hook on the last layer of the first stage keeps its image tokens (the group tokens that follow
+        them dropped). Call once, before training; the hook adds no work when no term needs the tokens.
+        """
+        if not any(getattr(term, "needs_patch_tokens", False) for term in self.terms.values()):
+            return
+        if self._hook is not None:
+            self._hook.remove()
+        stage = model.vision_model.encoder.stages[0]
+        num_groups = stage.num_group_token
+
+        def capture(module: nn.Module, args: Any, output: torch.Tensor) -> None:
+            self._patch_tokens = output[:, : output.shape[1] - num_groups]
+
+        self._hook = stage.layers[-1].register_forward_hook(capture)
 
     def add_term(self, name: str, term: nn.Module, weight: float) -> None:
         """Register a term: `term(inputs: LossInputs)` returns a scalar, added to the loss times `weight`."""
@@ -444,7 +685,8 @@ class GroupViTPretrainingLoss(nn.Module):
         """
         inputs = {"pixel_values": batch["pixel_values"], "input_ids": batch["input_ids"]}
         inputs["attention_mask"] = batch.get("attention_mask")
-        prompts = batch.get("prompt_input_ids") if "multi_label" in self.terms else None
+        wants_prompts = any(getattr(term, "needs_prompts", False) for term in self.terms.values())
+        prompts = batch.get("prompt_input_ids") if wants_prompts else None
         if prompts is not None and prompts.shape[1] > 0:
             inputs["input_ids"], inputs["attention_mask"] = stack_prompts(
                 batch["input_ids"],
@@ -460,7 +702,8 @@ class GroupViTPretrainingLoss(nn.Module):
         self, model: GroupViTModel, outputs: GroupViTModelOutput, batch: Mapping[str, Any]
     ) -> PretrainingLossOutput:
         """Every registered term on one step's model output (the model called with `model_inputs(batch)`)."""
-        inputs = LossInputs(model, outputs, batch, num_captions=batch["input_ids"].shape[0])
+        inputs = LossInputs(model, outputs, batch, batch["input_ids"].shape[0], patch_tokens_=self._patch_tokens)
+        self._patch_tokens = None
         terms = {name: term(inputs) for name, term in self.terms.items()}
         loss = sum(self.weights[name] * value for name, value in terms.items())
         return PretrainingLossOutput(loss=loss, terms=terms)
@@ -498,13 +741,20 @@ def stack_prompts(
 
 
 __all__ = [
+    "DenseNounTerm",
+    "GroupDistillationTerm",
     "GroupDiversityTerm",
+    "GroupPurityTerm",
     "GroupViTPretrainingLoss",
     "ImageTextContrastiveTerm",
     "LossInputs",
     "MultiLabelContrastiveTerm",
     "PretrainingLossOutput",
+    "batch_noun_classes",
+    "dense_noun_mil_loss",
+    "group_distillation_loss",
     "group_diversity_loss",
+    "group_purity_loss",
     "image_text_contrastive_loss",
     "multi_label_contrastive_loss",
     "soft_target_cross_entropy",

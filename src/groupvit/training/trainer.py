@@ -84,16 +84,26 @@ def build_loss(config: TrainingConfig, model: GroupViTModel) -> GroupViTPretrain
     """
     pad_id = model.config.text_config.eos_token_id
     loss = GroupViTPretrainingLoss.from_arguments(
-        config.loss, config.data.num_prompt_nouns, pad_id if isinstance(pad_id, int) else 0
+        config.loss,
+        config.data.num_prompt_nouns,
+        pad_id if isinstance(pad_id, int) else 0,
+        hidden_size=model.config.vision_config.hidden_size,
+        projection_dim=model.config.projection_dim,
     )
+    loss.bind(model)
     folder = Path(config.init_from) if config.init_from else None
-    if folder is None or not folder.is_dir() or "multi_label" not in loss.terms:
+    if folder is None or not folder.is_dir() or not any(True for _ in loss.parameters()):
         return loss
     from safetensors.torch import load_file
 
     if (folder / LOSS_STATE).exists():
-        loss.load_state_dict(load_file(folder / LOSS_STATE))
-    elif (folder / "model.safetensors").exists():
+        # terms of both runs continue; a term new in this run starts fresh, one the earlier run had and this one
+        # does not is dropped: both are said
+        missing, unexpected = loss.load_state_dict(load_file(folder / LOSS_STATE), strict=False)
+        for keys, what in ((missing, "start fresh: not in"), (unexpected, "are not used by this run's loss, from")):
+            if keys:
+                logger.info("Loss parameters %s %s %s", sorted(keys), what, folder / LOSS_STATE)
+    elif "multi_label" in loss.terms and (folder / "model.safetensors").exists():
         legacy = load_file(folder / "model.safetensors").get("multi_label_logit_scale")
         if legacy is not None:
             loss.terms["multi_label"].logit_scale.data.copy_(legacy)
