@@ -120,6 +120,18 @@ def test_collator_carries_every_caption_noun_not_only_the_sampled_prompts():
     assert batch["caption_noun_ids"].tolist() == [row + [-1] * (4 - len(row)) for row in ids]
     # one prompt per caption, drawn from its nouns (the third caption has none: a copy of the caption, id -1)
     assert batch["prompt_noun_ids"][0, 0].item() in ids[0] and batch["prompt_noun_ids"][2, 0].item() == -1
+    # each caption's nouns are extracted once per batch, for the prompts and the caption noun ids together
+    calls = []
+
+    def counting(caption):
+        calls.append(caption)
+        return collator.noun_extractor(caption)
+
+    counted = ImageTextCollator(bundled_tokenizer(), num_prompt_nouns=1, noun_extractor=counting, seed=0)
+    again = counted([{"pixel_values": image, "caption": caption} for caption in captions])
+    assert calls == captions
+    assert torch.equal(again["caption_noun_ids"], batch["caption_noun_ids"])
+    assert torch.equal(again["prompt_noun_ids"], batch["prompt_noun_ids"])
 
 
 def test_streams_split_between_ranks_and_workers_without_overlap():

@@ -12,6 +12,11 @@ from torch.utils.data import get_worker_info
 from .nouns import SIMPLE_TEMPLATES, NounExtractor, get_noun_extractor, sample_noun_prompts
 
 
+def _noun_id(noun: str) -> int:
+    """A stable non-negative id of a noun (the same in every process and worker)."""
+    return zlib.crc32(noun.encode()) & 0x7FFFFFFF
+
+
 class ImageTextCollator:
     """Turn stream items into a model batch.
 
@@ -79,11 +84,13 @@ class ImageTextCollator:
             info = get_worker_info()
             rng = np.random.default_rng([self.seed, info.id if info else 0, self._calls])
             self._calls += 1
+            # each caption's nouns, extracted once: the prompts are drawn from them, and the region terms read all
+            caption_nouns = [self.noun_extractor(caption) for caption in captions]
             pairs = [
                 pair
-                for caption in captions
+                for caption, nouns in zip(captions, caption_nouns, strict=True)
                 for pair in sample_noun_prompts(
-                    caption, self.num_prompt_nouns, self.noun_extractor, rng, self.templates
+                    caption, self.num_prompt_nouns, self.noun_extractor, rng, self.templates, nouns=nouns
                 )
             ]
             prompt_tokens = self._tokenize([prompt for prompt, _ in pairs])
@@ -92,11 +99,11 @@ class ImageTextCollator:
             batch["prompt_input_ids"] = prompt_tokens["input_ids"].reshape(shape)
             batch["prompt_attention_mask"] = prompt_tokens["attention_mask"].reshape(shape)
             # a stable id per noun (-1: a padding copy of the caption), for the "semantic" multi-label targets
-            noun_ids = [-1 if noun is None else zlib.crc32(noun.encode()) & 0x7FFFFFFF for _, noun in pairs]
+            noun_ids = [-1 if noun is None else _noun_id(noun) for _, noun in pairs]
             batch["prompt_noun_ids"] = torch.tensor(noun_ids).reshape(len(items), self.num_prompt_nouns)
             # every noun of every caption (not only the K sampled ones), -1 padded: the targets of region terms
-            caption_nouns = [[zlib.crc32(n.encode()) & 0x7FFFFFFF for n in self.noun_extractor(c)] for c in captions]
-            width = max(1, max(len(ids) for ids in caption_nouns))
-            batch["caption_noun_ids"] = torch.tensor([ids + [-1] * (width - len(ids)) for ids in caption_nouns])
+            caption_ids = [[_noun_id(noun) for noun in nouns] for nouns in caption_nouns]
+            width = max(1, max(len(ids) for ids in caption_ids))
+            batch["caption_noun_ids"] = torch.tensor([ids + [-1] * (width - len(ids)) for ids in caption_ids])
         batch["skipped"] = dict(skipped)
         return batch

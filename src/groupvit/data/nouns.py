@@ -502,15 +502,20 @@ def sample_noun_prompts(
     extractor: str | NounExtractor | None = None,
     rng: np.random.Generator | int | None = None,
     templates: Sequence[str] = SIMPLE_TEMPLATES,
+    nouns: Sequence[str] | None = None,
 ) -> list[tuple[str, str | None]]:
-    """Like :func:`sample_prompted_nouns`, with the noun of each prompt (``None`` for a padding caption copy)."""
+    """Like :func:`sample_prompted_nouns`, with the noun of each prompt (``None`` for a padding caption copy).
+
+    ``nouns``: the caption's nouns when the caller has already extracted them (``extractor`` is then not run).
+    """
     if k < 0:
         raise ValueError(f"k must be >= 0, got {k}")
     if not templates:
         raise ValueError("templates must not be empty")
-    extract = get_noun_extractor("vocabulary" if extractor is None else extractor)
     generator = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
-    nouns = extract(caption) if k > 0 else []
+    if nouns is None:
+        extract = get_noun_extractor("vocabulary" if extractor is None else extractor)
+        nouns = extract(caption) if k > 0 else []
     n_pick = min(k, len(nouns))
     prompts: list[tuple[str, str | None]] = []
     if n_pick:

@@ -307,6 +307,17 @@ def dense_noun_mil_loss(
     return loss, probs
 
 
+def _group_mixtures(assignment: torch.Tensor, patch_probs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each group's class distribution, the assignment-weighted mean of its (fixed) patch posteriors, and its mass.
+
+    Returns:
+        ``(B, G, U + 1)`` distributions (rows sum to 1 where the mass is not 0) and the ``(B, G)`` patch mass.
+    """
+    mixture = assignment.float() @ patch_probs.detach().float()  # (B, G, U + 1)
+    mass = mixture.sum(dim=-1)
+    return mixture / mass.clamp_min(1e-6)[..., None], mass
+
+
 def group_distillation_loss(
     group_embeds: torch.Tensor,
     noun_embeds: torch.Tensor,
@@ -328,9 +339,7 @@ def group_distillation_loss(
         patch_probs: ``(B, N, U + 1)`` patch posteriors ("no object" last); used as a fixed target.
         scale: Logit scale of the group-noun similarities.
     """
-    teacher = assignment.float() @ patch_probs.detach().float()  # (B, G, U + 1)
-    mass = teacher.sum(dim=-1)  # (B, G)
-    teacher = teacher / mass.clamp_min(1e-6)[..., None]
+    teacher, mass = _group_mixtures(assignment, patch_probs)  # (B, G, U + 1), (B, G)
     num_nouns = noun_embeds.shape[0]
     teacher = teacher[..., :-1] + teacher[..., -1:] / num_nouns  # (B, G, U)
     student = F.log_softmax(scale * group_embeds.float() @ noun_embeds.float().t(), dim=-1)  # (B, G, U)
@@ -347,9 +356,7 @@ def group_purity_loss(assignment: torch.Tensor, patch_probs: torch.Tensor) -> to
         assignment: ``(B, G, N)`` soft assignment of the patches to the groups.
         patch_probs: ``(B, N, U + 1)`` patch class posteriors.
     """
-    mixture = assignment.float() @ patch_probs.detach().float()  # (B, G, U + 1)
-    mass = mixture.sum(dim=-1)  # (B, G)
-    mixture = mixture / mass.clamp_min(1e-6)[..., None]
+    mixture, mass = _group_mixtures(assignment, patch_probs)  # (B, G, U + 1), (B, G)
     entropy = -(mixture * mixture.clamp_min(1e-12).log()).sum(dim=-1) / math.log(patch_probs.shape[-1])
     return (entropy * mass).sum() / mass.sum().clamp_min(1e-6)
 
@@ -412,6 +419,11 @@ class LossInputs:
     def group_embeds(self) -> torch.Tensor:
         """``(B, G, C)`` projected final segment tokens (not normalised), computed once per step."""
         return self.model.get_group_embeddings(self.outputs.vision_model_output.last_hidden_state)
+
+    @cached_property
+    def chained_grouping(self) -> torch.Tensor:
+        """``(B, G, N)`` soft assignment of the patches to the final groups (the stages chained), once per step."""
+        return modeling.chain_groupings(tuple(self.groupings))
 
     @property
     def groupings(self) -> tuple[torch.Tensor, ...]:
@@ -540,10 +552,9 @@ class GroupDistillationTerm(nn.Module):
 
     def forward(self, inputs: LossInputs) -> torch.Tensor:
         posteriors = _posteriors(inputs, "group_distill")
-        assignment = modeling.chain_groupings(tuple(inputs.groupings))
         scale = inputs.model.scaled(inputs.model.logit_scale).detach()
         group_embeds = F.normalize(inputs.group_embeds, dim=-1)
-        return group_distillation_loss(group_embeds, inputs.noun_embeds, assignment, posteriors, scale)
+        return group_distillation_loss(group_embeds, inputs.noun_embeds, inputs.chained_grouping, posteriors, scale)
 
 
 class GroupPurityTerm(nn.Module):
@@ -553,7 +564,7 @@ class GroupPurityTerm(nn.Module):
 
     def forward(self, inputs: LossInputs) -> torch.Tensor:
         posteriors = _posteriors(inputs, "group_purity")
-        return group_purity_loss(modeling.chain_groupings(tuple(inputs.groupings)), posteriors)
+        return group_purity_loss(inputs.chained_grouping, posteriors)
 
 
 class GroupDiversityTerm(nn.Module):

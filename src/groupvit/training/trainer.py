@@ -92,7 +92,7 @@ def build_loss(config: TrainingConfig, model: GroupViTModel) -> GroupViTPretrain
     )
     loss.bind(model)
     folder = Path(config.init_from) if config.init_from else None
-    if folder is None or not folder.is_dir() or not any(True for _ in loss.parameters()):
+    if folder is None or not folder.is_dir() or next(loss.parameters(), None) is None:
         return loss
     from safetensors.torch import load_file
 
