@@ -19,7 +19,13 @@ from pathlib import Path
 from typing import Any
 
 from groupvit.cli import argument_parser, report_error
-from groupvit.cli.shipped_model import DEMO_SETTINGS, demo_directory, resolve_model, run_config_path
+from groupvit.cli.shipped_model import (
+    DEMO_SETTINGS,
+    QUICK_RECIPE,
+    demo_directory,
+    resolve_model,
+    run_config_path,
+)
 from groupvit.evaluation.benchmark import (
     SyntheticBenchmark,
     aggregate_results,
@@ -67,8 +73,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--reselect_thresholds", action="store_true", help="choose every threshold on validation, ignoring stored ones"
     )
-    parser.add_argument("--train", action="store_true", help="also train a fresh model from scratch first")
-    parser.add_argument("--train_steps", type=int, help="optimizer steps of --train (default: the recipe's 600)")
+    parser.add_argument(
+        "--train",
+        action="store_true",
+        help=f"also train a fresh model from scratch with the quick recipe ({' then '.join(QUICK_RECIPE)})",
+    )
+    parser.add_argument("--train_steps", type=int, help="optimizer steps of each --train stage (default: the recipe's)")
     parser.add_argument("--seed", type=int, default=0, help="training seed of --train")
     parser.add_argument("--data_seed", type=int, default=PROTOCOL.seed, help="seed of the synthetic splits")
     parser.add_argument(
@@ -123,14 +133,26 @@ def threshold_record(benchmark: SyntheticBenchmark, result: dict[str, Any]) -> d
 
 
 def train_fresh(args: argparse.Namespace, output: Path) -> tuple[str, dict[str, Any]]:
-    """Train with the demo recipe (the validation thresholds are chosen when it is scored)."""
+    """Train with the quick demo recipe from scratch: its stages in order, each starting from the previous one's
+    output; the last one's goes to `output` (the validation thresholds are chosen when it is scored)."""
     from groupvit.training.trainer import load_training_config, train
 
-    overrides: dict[str, Any] = {"output_dir": str(output), "report_to": "none", "seed": args.seed}
-    if args.train_steps:
-        overrides["max_steps"] = args.train_steps
-    summary = train(load_training_config(str(run_config_path()), overrides))
-    return str(output), {"train_summary": summary}
+    previous: Path | None = None
+    stages: list[dict[str, Any]] = []
+    for index, name in enumerate(QUICK_RECIPE):
+        last = index == len(QUICK_RECIPE) - 1
+        folder = output if last else output.with_name(f"{output.name}-stage{index + 1}")
+        overrides: dict[str, Any] = {"output_dir": str(folder), "report_to": "none", "seed": args.seed}
+        if previous is not None:
+            overrides["init_from"] = str(previous)
+        if args.train_steps:
+            overrides["max_steps"] = args.train_steps
+        summary = train(load_training_config(str(run_config_path(name)), overrides))
+        stages.append({"run_file": name, "output_dir": str(folder), "init_from": overrides.get("init_from"), **summary})
+        previous = folder
+    info = {"train_summary": stages[-1], "train_stages": stages}
+    info["train_wall_time_s"] = sum(stage["wall_time_s"] for stage in stages)
+    return str(output), info
 
 
 def segment_user_images(model: str, images: list[str], labels: list[str], settings: dict, output: Path) -> None:
@@ -206,7 +228,8 @@ def main(argv: list[str] | None = None) -> int:
             json.dumps({"options": options, "preset": benchmark.preset, RECORD: record}, indent=2, default=float)
         )
         results["trained"] = {**info, "options": options, **trained, "test": trained["model"][headline]}
-        print(f"== freshly trained model ({info['train_summary']['step']} steps) ==")
+        steps = " + ".join(str(stage["step"]) for stage in info["train_stages"])
+        print(f"== freshly trained model ({steps} steps, {info['train_wall_time_s'] / 60:.1f} min of training) ==")
         print(format_benchmark(trained))
     if args.images:
         from groupvit.data.synthetic import get_spec

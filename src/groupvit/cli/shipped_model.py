@@ -35,9 +35,14 @@ def demo_directory() -> Path:
     return Path(str(resources.files("groupvit") / "resources" / "demo" / "model"))
 
 
-def run_config_path() -> Path:
-    """The training run file of the demo model."""
-    return Path(str(resources.files("groupvit") / "resources" / "demo" / "run.yaml"))
+QUICK_RECIPE = ("run.yaml", "run_quick.yaml")
+"""The run files of `groupvit demo --train` (`make demo-train`), in order: stage 1 of the shipped recipe, then a
+short region-term stage from it (the shipped recipe's stages 2-3 take about 30 CPU minutes; this one about 8)."""
+
+
+def run_config_path(name: str = "run.yaml") -> Path:
+    """A training run file of the demo recipe (default: stage 1)."""
+    return Path(str(resources.files("groupvit") / "resources" / "demo" / name))
 
 
 def random_demo_model(directory: str | Path, seed: int = 0) -> Path:
