@@ -2,6 +2,7 @@
 
 import json
 import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -48,7 +49,13 @@ def test_shrunken_demo_produces_every_artefact(tmp_path):
     test = results["test"]
     assert 0.0 <= test["oracle_group_miou"] <= 1.0 and 0.0 <= test["group_label_accuracy"] <= 1.0
     assert test["patch_oracle_miou"] > 0.3
-    assert results["trained"]["train_summary"]["step"] == 3
+    # --train runs the quick recipe's stages in order, each from the previous one's output
+    stages = results["trained"]["train_stages"]
+    assert [stage["run_file"] for stage in stages] == ["run.yaml", "run_quick.yaml"]
+    assert [stage["step"] for stage in stages] == [3, 3] and results["trained"]["train_summary"]["step"] == 3
+    assert stages[0]["init_from"] is None and stages[1]["init_from"] == stages[0]["output_dir"]
+    quick = json.loads((Path(stages[1]["output_dir"]) / "training_config.json").read_text())
+    assert quick["loss"]["group_distill_weight"] > 0 and quick["init_from"] == stages[0]["output_dir"]
     assert 0.0 <= results["trained"]["options"]["background_threshold"] <= 1.0
     trained = out / "trained_model"
     saved = json.loads((trained / "demo.json").read_text())

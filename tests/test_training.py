@@ -424,6 +424,11 @@ def test_demo_recipe_stages_chain():
     for name in ("multi_label_target", "multi_label_group_pooling", "group_diversity_weight"):
         assert getattr(stage3.loss, name) == getattr(stage2.loss, name), name
     assert min(stage3.loss.dense_noun_weight, stage3.loss.group_distill_weight, stage3.loss.group_purity_weight) > 0
+    # the quick recipe of `groupvit demo --train`: the region stage right from stage 1
+    quick = load_training_config(str(folder / "run_quick.yaml"))
+    validate_config(quick)
+    assert quick.init_from == stage1.output_dir and quick.model_preset == stage1.model_preset
+    assert quick.loss.multi_label_group_pooling == "max" and quick.loss.group_distill_weight > 0
 
 
 def test_missing_trackers_are_returned_for_a_warning_after_the_accelerator_exists():

@@ -78,7 +78,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help=f"also train a fresh model from scratch with the quick recipe ({' then '.join(QUICK_RECIPE)})",
     )
-    parser.add_argument("--train_steps", type=int, help="optimizer steps of each --train stage (default: the recipe's)")
+    parser.add_argument("--train_steps", type=int, help="optimizer steps per --train stage (default: the recipe's)")
     parser.add_argument("--seed", type=int, default=0, help="training seed of --train")
     parser.add_argument("--data_seed", type=int, default=PROTOCOL.seed, help="seed of the synthetic splits")
     parser.add_argument(
@@ -148,7 +148,8 @@ def train_fresh(args: argparse.Namespace, output: Path) -> tuple[str, dict[str, 
         if args.train_steps:
             overrides["max_steps"] = args.train_steps
         summary = train(load_training_config(str(run_config_path(name)), overrides))
-        stages.append({"run_file": name, "output_dir": str(folder), "init_from": overrides.get("init_from"), **summary})
+        origin = str(previous) if previous else None
+        stages.append({"run_file": name, "output_dir": str(folder), "init_from": origin, **summary})
         previous = folder
     info = {"train_summary": stages[-1], "train_stages": stages}
     info["train_wall_time_s"] = sum(stage["wall_time_s"] for stage in stages)
