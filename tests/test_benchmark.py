@@ -112,3 +112,22 @@ def test_aggregate_mean_and_range_by_hand(tmp_path):
     saved = json.loads((tmp_path / "agg" / "aggregate.json").read_text())
     assert saved["aggregate"]["model 2x"]["mean"] == pytest.approx(0.25)
     assert np.allclose(saved["aggregate"]["model 1x"]["values"], [0.2, 0.2, 0.2])
+    assert saved["aggregated"] == "model"
+
+
+def test_aggregate_of_train_runs_averages_the_trained_models(tmp_path):
+    # `groupvit demo --train --seed i` scores the shipped model (identical in every run) and the fresh one: a seed
+    # aggregate must be over the fresh ones (it averaged the shipped model's constant row before)
+    paths = []
+    for seed, fresh in enumerate((0.30, 0.35, 0.40)):
+        run = {"summary": {"model 2x": 0.458}, "trained": {"summary": {"model 2x": fresh}}}
+        paths.append(tmp_path / f"seed{seed}.json")
+        paths[-1].write_text(json.dumps(run))
+    assert demo_main(["--aggregate", *map(str, paths), "--output", str(tmp_path / "agg")]) == 0
+    saved = json.loads((tmp_path / "agg" / "aggregate.json").read_text())
+    assert saved["aggregated"] == "trained"
+    assert saved["aggregate"]["model 2x"]["mean"] == pytest.approx(0.35)
+    assert saved["aggregate"]["model 2x"]["values"] == pytest.approx([0.30, 0.35, 0.40])
+    # a mix of --train results and plain ones is refused, not half-aggregated
+    paths[0].write_text(json.dumps({"summary": {"model 2x": 0.458}}))
+    assert demo_main(["--aggregate", *map(str, paths), "--output", str(tmp_path / "mix")]) == 2

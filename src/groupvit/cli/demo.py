@@ -175,12 +175,20 @@ def segment_user_images(model: str, images: list[str], labels: list[str], settin
 
 
 def aggregate(paths: list[str], output: Path) -> int:
+    """Mean and range of several runs. Results of `--train` runs (one per training seed) aggregate their freshly
+    trained models: the `--model` they also scored is the same model in every run."""
     runs = [json.loads(Path(path).read_text()) for path in paths]
-    values = aggregate_results(runs)
-    print(f"== mean and [min, max] over {len(runs)} runs ==")
+    trained = [path for path, run in zip(paths, runs, strict=True) if "trained" in run]
+    if trained and len(trained) != len(runs):
+        others = sorted(set(paths) - set(trained))
+        return report_error("groupvit demo", f"cannot aggregate --train results {trained} with others {others}")
+    what = "freshly trained models (--train)" if trained else "models"
+    values = aggregate_results([run["trained"] for run in runs] if trained else runs)
+    print(f"== {what}: mean and [min, max] over {len(runs)} runs ==")
     print(format_aggregate(values))
     output.mkdir(parents=True, exist_ok=True)
-    (output / "aggregate.json").write_text(json.dumps({"runs": paths, "aggregate": values}, indent=2))
+    record = {"runs": paths, "aggregated": "trained" if trained else "model", "aggregate": values}
+    (output / "aggregate.json").write_text(json.dumps(record, indent=2))
     print(f"wrote {output}/aggregate.json")
     return 0
 
