@@ -143,13 +143,13 @@ def train_fresh(args: argparse.Namespace, output: Path) -> tuple[str, dict[str, 
     for index, name in enumerate(QUICK_RECIPE):
         last = index == len(QUICK_RECIPE) - 1
         folder = output if last else output.with_name(f"{output.name}-stage{index + 1}")
+        origin = str(previous) if previous is not None else None
         overrides: dict[str, Any] = {"output_dir": str(folder), "report_to": "none", "seed": args.seed}
-        if previous is not None:
-            overrides["init_from"] = str(previous)
+        if origin is not None:
+            overrides["init_from"] = origin
         if args.train_steps:
             overrides["max_steps"] = args.train_steps
         summary = train(load_training_config(str(run_config_path(name)), overrides))
-        origin = str(previous) if previous else None
         stages.append({"run_file": name, "output_dir": str(folder), "init_from": origin, **summary})
         previous = folder
     info = {"train_summary": stages[-1], "train_stages": stages}
