@@ -1,11 +1,14 @@
 """Pretraining: config validation, optimizer groups, atomic checkpoints, kill -9 + resume, 2 processes, push."""
 
+import dataclasses
 import json
 import math
 import os
+import re
 import signal
 import subprocess
 import sys
+import textwrap
 import time
 from pathlib import Path
 
@@ -17,6 +20,7 @@ import groupvit
 from conftest import TINY_RUN, tiny_run_args
 from groupvit.cli.pretrain import main as pretrain_main
 from groupvit.training import trainer as training
+from groupvit.training.config import LossArguments
 from groupvit.training.trainer import (
     TrainingConfig,
     list_checkpoints,
@@ -429,6 +433,114 @@ def test_demo_recipe_stages_chain():
     validate_config(quick)
     assert quick.init_from == stage1.output_dir and quick.model_preset == stage1.model_preset
     assert quick.loss.multi_label_group_pooling == "max" and quick.loss.group_distill_weight > 0
+
+
+def _write(path: Path, text: str) -> str:
+    path.write_text(textwrap.dedent(text))
+    return str(path)
+
+
+def test_a_run_file_extends_its_base_key_by_key(tmp_path):
+    (tmp_path / "stages").mkdir()
+    _write(
+        tmp_path / "stage1.yaml",
+        """\
+        output_dir: runs/one
+        max_steps: 600
+        learning_rate: 1.0e-3
+        loss: {multi_label_weight: 1.0, group_diversity_weight: 1.0}
+        data: {source: synthetic, image_size: 64, num_workers: 1}
+        """,
+    )
+    child = _write(
+        tmp_path / "stages" / "stage2.yaml",
+        """\
+        base: ../stage1.yaml
+        output_dir: runs/two
+        init_from: runs/one
+        learning_rate: 4.0e-4
+        loss: {multi_label_target: semantic}
+        """,
+    )
+    config = load_training_config(child)
+    assert (config.output_dir, config.init_from, config.max_steps, config.learning_rate) == (
+        "runs/two",
+        "runs/one",
+        600,
+        4e-4,
+    )
+    # the child's loss block adds to the base's instead of replacing it; the data block is the base's
+    assert (config.loss.multi_label_weight, config.loss.group_diversity_weight) == (1.0, 1.0)
+    assert config.loss.multi_label_target == "semantic"
+    assert (config.data.source, config.data.image_size, config.data.num_workers) == ("synthetic", 64, 1)
+    # command-line overrides still come last
+    assert (
+        load_training_config(child, {"data.num_workers": 0, "loss.group_diversity_weight": 2.0}).data.num_workers == 0
+    )
+
+
+def test_the_demo_recipe_files_resolve_to_the_runs_that_were_measured():
+    # the stage files list only what they change (`base:`); these are the settings of the measured runs in full
+    folder = ROOT / "src" / "groupvit" / "resources" / "demo"
+    stage3 = load_training_config(str(folder / "run_stage3.yaml"))
+    assert (stage3.max_steps, stage3.learning_rate, stage3.warmup_steps, stage3.per_device_train_batch_size) == (
+        1000,
+        4e-4,
+        20,
+        64,
+    )
+    assert (stage3.eval_steps, stage3.report_to, stage3.checkpointing_steps, stage3.scale_lr) == (
+        0,
+        "none",
+        200,
+        False,
+    )
+    assert stage3.loss == LossArguments(
+        multi_label_weight=1.0,
+        multi_label_target="semantic",
+        multi_label_group_pooling="max",
+        group_diversity_weight=1.0,
+        dense_noun_weight=1.0,
+        dense_noun_top_k=3,
+        group_distill_weight=1.0,
+        group_purity_weight=10.0,
+    )
+    quick = load_training_config(str(folder / "run_quick.yaml"))
+    assert dataclasses.replace(quick, output_dir="x", init_from="y", max_steps=1, learning_rate=1.0) == (
+        dataclasses.replace(
+            stage3,
+            output_dir="x",
+            init_from="y",
+            max_steps=1,
+            learning_rate=1.0,
+            loss=dataclasses.replace(stage3.loss, group_distill_weight=3.0),
+        )
+    )
+    assert (quick.max_steps, quick.learning_rate, quick.init_from) == (900, 8e-4, "runs/demo")
+
+
+@pytest.mark.parametrize(
+    ("text", "error", "message"),
+    [
+        ("base: [a.yaml]\noutput_dir: runs/x\n", TypeError, "base=['a.yaml']"),
+        ("base: missing.yaml\noutput_dir: runs/x\n", ValueError, "no run file at"),
+        ("base: base.yaml\n", ValueError, "names no output_dir of its own"),
+        ("base: base.yaml\noutput_dir: runs/x\nloss:\n", ValueError, "loss=None"),
+        ("base: child.yaml\noutput_dir: runs/x\n", ValueError, "in a cycle"),
+    ],
+)
+def test_a_bad_base_is_refused_by_name(tmp_path, text, error, message):
+    _write(tmp_path / "base.yaml", "output_dir: runs/base\nloss: {multi_label_weight: 1.0}\n")
+    child = _write(tmp_path / "child.yaml", text)
+    with pytest.raises(error, match=re.escape(message)):
+        load_training_config(child)
+
+
+def test_an_output_dir_given_on_the_command_line_names_the_extending_run(tmp_path):
+    _write(tmp_path / "base.yaml", "output_dir: runs/base\nmax_steps: 5\n")
+    child = _write(tmp_path / "child.yaml", "base: base.yaml\n")
+    config = load_training_config(child, {"output_dir": "runs/mine"})
+    assert (config.output_dir, config.max_steps) == ("runs/mine", 5)
 
 
 def test_missing_trackers_are_returned_for_a_warning_after_the_accelerator_exists():

@@ -242,18 +242,11 @@ def _check_keys(cls: type, values: dict[str, Any], prefix: str) -> None:
 
 
 def load_training_config(path: str | None, overrides: dict[str, Any] | None = None) -> TrainingConfig:
-    """Read a YAML or JSON run file and apply dotted overrides (`{"data.num_workers": 0}`)."""
+    """Read a YAML or JSON run file (and the run files it extends, see `read_run_file`) and apply dotted overrides
+    (`{"data.num_workers": 0}`)."""
     values: dict[str, Any] = {}
     if path is not None:
-        text = Path(path).read_text()
-        if path.endswith((".yaml", ".yml")):
-            import yaml
-
-            values = yaml.safe_load(text) or {}
-        else:
-            values = json.loads(text)
-        if not isinstance(values, dict):
-            raise ValueError(f"{path} must hold a mapping of config keys, got {type(values).__name__}")
+        values = read_run_file(path, require_output_dir="output_dir" not in (overrides or {}))
     for dotted, value in (overrides or {}).items():
         target = values
         *parents, leaf = dotted.split(".")
@@ -261,6 +254,61 @@ def load_training_config(path: str | None, overrides: dict[str, Any] | None = No
             target = target.setdefault(parent, {})
         target[leaf] = value
     return TrainingConfig.from_dict(values)
+
+
+def read_run_file(
+    path: str | Path, require_output_dir: bool = True, _extended_by: tuple[Path, ...] = ()
+) -> dict[str, Any]:
+    """The values of a YAML or JSON run file, on top of those of the run file its `base:` key names.
+
+    `base:` is a path relative to the run file's folder; its values come first, the file's own replace them key by
+    key, and mappings (`data`, `loss`, `model_overrides`) merge key by key, so a stage's file lists only what it
+    changes. A file that extends another names its own `output_dir` (two stages writing into one folder would
+    overwrite each other's model); a cycle of bases is refused.
+    """
+    path = Path(path).resolve()
+    if path in _extended_by:
+        chain = " -> ".join(str(p) for p in (*_extended_by, path))
+        raise ValueError(f"run files extend each other in a cycle: {chain}")
+    text = path.read_text()
+    if path.suffix in (".yaml", ".yml"):
+        import yaml
+
+        values = yaml.safe_load(text) or {}
+    else:
+        values = json.loads(text)
+    if not isinstance(values, dict):
+        raise ValueError(f"{path} must hold a mapping of config keys, got {type(values).__name__}")
+    if "base" not in values:
+        return values
+    base = values.pop("base")
+    if not isinstance(base, str):
+        raise TypeError(f"base={base!r} in {path} must be the path of a run file (relative to {path.parent})")
+    base_path = path.parent / base
+    if not base_path.is_file():
+        raise ValueError(f"base={base!r} in {path}: no run file at {base_path}")
+    inherited = read_run_file(base_path, False, (*_extended_by, path))
+    if require_output_dir and "output_dir" in inherited and "output_dir" not in values:
+        raise ValueError(
+            f"{path} extends {base_path} but names no output_dir of its own; it would write into the base run's "
+            f"folder {inherited['output_dir']!r}"
+        )
+    return _merge(inherited, values, str(path))
+
+
+def _merge(base: dict[str, Any], values: dict[str, Any], where: str) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in values.items():
+        if isinstance(base.get(key), dict):
+            if not isinstance(value, dict):
+                raise ValueError(
+                    f"{key}={value!r} in {where} must be a mapping: its base's {key} block is merged into it key "
+                    "by key (leave the key out to keep the base's block)"
+                )
+            merged[key] = _merge(base[key], value, where)
+        else:
+            merged[key] = value
+    return merged
 
 
 # (lowest, highest) allowed value of the numeric fields; None: unbounded on that side. `_GREATER_THAN` fields must be
