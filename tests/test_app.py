@@ -86,6 +86,23 @@ def test_segment_returns_annotations_colors_and_status(app, image):
         assert shares[label] == pytest.approx(100 * mask.mean(), abs=0.06)
 
 
+def test_the_page_runs_at_the_short_side_the_model_settings_validated(segmenter, image, monkeypatch):
+    # the demo model's demo.json names the resolution its threshold was validated at; `groupvit segment` uses it
+    # (inference_options), so the page must too, or it shows another model's behaviour than the CLI
+    from groupvit.cli.shipped_model import inference_options
+
+    settings = {"short_side": 96, "background_threshold": 0.3}
+    page = SegmentationApp(segmenter, settings=settings)
+    size = segmenter.model.config.vision_config.image_size
+    cli_options = inference_options(size, settings)
+    assert page.options["short_side"] == 96 and "background_threshold" not in page.options
+    assert {**page.options, "background_threshold": 0.3} == cli_options
+    seen = []
+    monkeypatch.setattr(page, "segmenter", lambda picture, **kwargs: seen.append(kwargs) or [])
+    page.segment(image, "sun, leaf", 0.4, True, TEMPLATE)
+    assert seen[0]["short_side"] == 96 and seen[0]["background_threshold"] == 0.4
+
+
 def test_without_background_every_pixel_gets_a_label(app, image):
     (_, annotations), color_map, status = app.segment(image, "background, sun", 0.9, False, TEMPLATE)
     assert set(color_map) == {"background", "sun"}  # "background" is a label here
@@ -322,7 +339,7 @@ def test_page_in_headless_chromium(tiny_checkpoint, tmp_path):
                 page = browser.new_page(viewport={"width": 1280, "height": 900})
                 page.set_default_timeout(30_000)
                 page.goto(f"http://127.0.0.1:{port}/", wait_until="domcontentloaded")
-                page.locator("#input-image input[type=file]").set_input_files(str(examples[1]))
+                page.locator("#input-image input[type=file]").set_input_files(str(examples[3]))
                 page.locator("#input-image img").first.wait_for()
                 page.locator("#labels textarea").fill("sun, leaf, brick, ball, fish, flower, tree, mushroom")
                 page.locator("#submit").click()

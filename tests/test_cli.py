@@ -117,8 +117,8 @@ def test_segment_accepts_the_shipped_demo_model_by_name(tmp_path, capsys):
 
 
 def test_segment_with_the_demo_model_uses_its_validated_settings_as_the_demo_and_app_do(tmp_path):
-    """`groupvit segment --model demo` takes the demo model's inference options (background threshold from its
-    demo.json, whole image at 64 px) from the same owner as `groupvit demo` and `groupvit app`: its masks are the
+    """`groupvit segment --model demo` takes the demo model's inference options (short side and background threshold
+    from its demo.json, the whole image) from the same owner as `groupvit demo` and `groupvit app`: its masks are the
     pipeline's with those options."""
     import json
 
@@ -129,10 +129,7 @@ def test_segment_with_the_demo_model_uses_its_validated_settings_as_the_demo_and
 
     path, settings = resolve_model("demo")
     if (Path(path) / DEMO_SETTINGS).exists():  # the shipped model, not the random stand-in
-        assert (
-            settings["background_threshold"]
-            == json.loads((Path(path) / DEMO_SETTINGS).read_text())["options"]["background_threshold"]
-        )
+        assert settings == json.loads((Path(path) / DEMO_SETTINGS).read_text())["options"]
     image = tmp_path / "test1.png"
     make_split("objects", "test", 2, 64, 0)[1].image.resize((96, 80)).save(image)
     labels = ["sun", "leaf", "fish"]
@@ -145,7 +142,7 @@ def test_segment_with_the_demo_model_uses_its_validated_settings_as_the_demo_and
     assert written_labels == [*labels, "background"]
     label_map = np.asarray(PIL.Image.open(tmp_path / "test1_labels.png"))
     options = inference_options(64, settings)
-    assert options["background_threshold"] == settings["background_threshold"] and options["short_side"] == 64
+    assert options == {"mode": "whole", "short_side": 64, **settings}
     entries = pipeline("zero-shot-image-segmentation", model=path, device="cpu")(
         str(image), candidate_labels=labels, **options
     )

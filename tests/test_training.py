@@ -428,6 +428,12 @@ def test_demo_recipe_stages_chain():
     for name in ("multi_label_target", "multi_label_group_pooling", "group_diversity_weight"):
         assert getattr(stage3.loss, name) == getattr(stage2.loss, name), name
     assert min(stage3.loss.dense_noun_weight, stage3.loss.group_distill_weight, stage3.loss.group_purity_weight) > 0
+    # stage 4: stage 3's objective, briefly, at 2x the resolution; the model itself stays a 64 px model
+    stage4 = load_training_config(str(folder / "run_stage4.yaml"))
+    validate_config(stage4)
+    assert stage4.init_from == stage3.output_dir and stage4.loss == stage3.loss
+    assert stage4.data.image_size == 2 * stage3.data.image_size and stage4.model_overrides == {}
+    assert stage4.max_steps < stage3.max_steps and stage4.learning_rate < stage3.learning_rate
     # the quick recipe of `groupvit demo --train`: the region stage right from stage 1
     quick = load_training_config(str(folder / "run_quick.yaml"))
     validate_config(quick)
@@ -484,7 +490,7 @@ def test_the_demo_recipe_files_resolve_to_the_runs_that_were_measured():
     folder = ROOT / "src" / "groupvit" / "resources" / "demo"
     stage3 = load_training_config(str(folder / "run_stage3.yaml"))
     assert (stage3.max_steps, stage3.learning_rate, stage3.warmup_steps, stage3.per_device_train_batch_size) == (
-        1000,
+        2000,
         4e-4,
         20,
         64,

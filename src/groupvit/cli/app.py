@@ -183,16 +183,21 @@ class SegmentationApp:
     Args:
         segmenter: The pipeline (see :mod:`groupvit.segmentation.pipeline`).
         options: Extra pipeline arguments for every call (default: the model's
-            :func:`groupvit.cli.shipped_model.inference_options`, i.e. the whole image at the training resolution for
-            models trained below 224 px).
+            :func:`groupvit.cli.shipped_model.inference_options` with its `settings`, i.e. the whole image at the
+            training resolution for models trained below 224 px, or the short side its `demo.json` validated).
+        settings: The model's settings from :func:`groupvit.cli.shipped_model.resolve_model`; their background
+            threshold is the page's initial value (each call passes the page's own).
     """
 
-    def __init__(self, segmenter: Pipeline, options: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self, segmenter: Pipeline, options: dict[str, Any] | None = None, settings: dict[str, Any] | None = None
+    ) -> None:
         self.segmenter = segmenter
         if options is None:
             from groupvit.cli.shipped_model import inference_options
 
-            options = inference_options(int(segmenter.model.config.vision_config.image_size))
+            options = inference_options(int(segmenter.model.config.vision_config.image_size), settings)
+            options.pop("background_threshold", None)
         self.options = dict(options)
         # the pipeline keeps per-call state (label embeddings), so calls from Gradio's worker threads take turns
         self._lock = threading.Lock()
@@ -403,7 +408,7 @@ def build_demo(
         background_threshold = float(settings.get("background_threshold", 0.5))
     if examples is None:
         examples = default_examples()
-    app = SegmentationApp(segmenter, options=options)
+    app = SegmentationApp(segmenter, options=options, settings=settings)
 
     with gr.Blocks(title="GroupViT zero-shot segmentation", analytics_enabled=False) as demo:
         gr.Markdown(

@@ -115,6 +115,18 @@ def benchmark_model(
     )
 
 
+def model_settings(benchmark: SyntheticBenchmark, result: dict[str, Any]) -> dict[str, Any]:
+    """A scored model's `demo.json` settings: the protocol record, and the inference options of `groupvit segment`
+    and `groupvit app` for it: the scale whose validation sweep scored best (the lower one on a tie; the lowest when
+    none was swept) as the short side, with that scale's threshold. Never the test split."""
+    record = threshold_record(benchmark, result)
+    curves = record["validation_miou_by_threshold"]
+    swept = [scale for scale in benchmark.scales if f"{scale}x" in curves]
+    best = max(swept, key=lambda s: (max(curves[f"{s}x"].values()), -s)) if swept else min(benchmark.scales)
+    options = {"short_side": best * benchmark.image_size, "background_threshold": record["thresholds"][f"{best}x"]}
+    return {"options": options, "preset": benchmark.preset, RECORD: record}
+
+
 def threshold_record(benchmark: SyntheticBenchmark, result: dict[str, Any]) -> dict[str, Any]:
     """What `demo.json` stores so that later runs skip the validation sweeps (see :func:`stored_record`)."""
     scales = [key for key in result["model"] if key.endswith("x")]
@@ -152,9 +164,7 @@ def train_fresh(args: argparse.Namespace, output: Path) -> tuple[str, dict[str, 
         summary = train(load_training_config(str(run_config_path(name)), overrides))
         stages.append({"run_file": name, "output_dir": str(folder), "init_from": origin, **summary})
         previous = folder
-    info = {"train_summary": stages[-1], "train_stages": stages}
-    info["train_wall_time_s"] = sum(stage["wall_time_s"] for stage in stages)
-    return str(output), info
+    return str(output), {"train_stages": stages, "train_wall_time_s": sum(stage["wall_time_s"] for stage in stages)}
 
 
 def segment_user_images(model: str, images: list[str], labels: list[str], settings: dict, output: Path) -> None:
@@ -232,12 +242,9 @@ def main(argv: list[str] | None = None) -> int:
         trained_out = output / "trained"
         trained_out.mkdir(exist_ok=True)
         trained = benchmark_model(trained_dir, benchmark, args, trained_out, with_baselines=False)
-        record = threshold_record(benchmark, trained)
-        options = {"background_threshold": record["thresholds"][f"{benchmark.scales[-1]}x"]}
-        (Path(trained_dir) / DEMO_SETTINGS).write_text(
-            json.dumps({"options": options, "preset": benchmark.preset, RECORD: record}, indent=2, default=float)
-        )
-        results["trained"] = {**info, "options": options, **trained, "test": trained["model"][headline]}
+        fresh = model_settings(benchmark, trained)
+        (Path(trained_dir) / DEMO_SETTINGS).write_text(json.dumps(fresh, indent=2, default=float))
+        results["trained"] = {**info, "options": fresh["options"], **trained, "test": trained["model"][headline]}
         steps = " + ".join(str(stage["step"]) for stage in info["train_stages"])
         print(f"== freshly trained model ({steps} steps, {info['train_wall_time_s'] / 60:.1f} min of training) ==")
         print(format_benchmark(trained))
