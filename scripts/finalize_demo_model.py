@@ -64,17 +64,18 @@ def main(argv: list[str] | None = None) -> int:
     settings = model_settings(benchmark, result)
     if kept.get("stored_baselines"):
         settings[RECORD]["stored_baselines"] = kept["stored_baselines"]
+    headline = benchmark.headline_scale
     summary = json.loads((run / "train_summary.json").read_text())
     record = {
         **settings,
-        "test": result["model"][f"{benchmark.headline_scale}x"],
+        "test": result["model"][f"{headline}x"],
         "summary": result["summary"],
         "training_command": " && ".join(args.command or COMMANDS),
         "training": {k: v for k, v in summary.items() if k != "history"},
         "learning_curve": summary.get("history", []),
     }
     (output / DEMO_SETTINGS).write_text(json.dumps(record, indent=2, default=float))
-    headline, size = benchmark.headline_scale, benchmark.headline_scale * benchmark.image_size
+    size = benchmark.options(headline)["short_side"]
     results = [
         {
             "dataset": "synthetic-objects",

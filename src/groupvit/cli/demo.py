@@ -123,7 +123,10 @@ def model_settings(benchmark: SyntheticBenchmark, result: dict[str, Any]) -> dic
     curves = record["validation_miou_by_threshold"]
     swept = [scale for scale in benchmark.scales if f"{scale}x" in curves]
     best = max(swept, key=lambda s: (max(curves[f"{s}x"].values()), -s)) if swept else min(benchmark.scales)
-    options = {"short_side": best * benchmark.image_size, "background_threshold": record["thresholds"][f"{best}x"]}
+    options = {
+        "short_side": benchmark.options(best)["short_side"],
+        "background_threshold": record["thresholds"][f"{best}x"],
+    }
     return {"options": options, "preset": benchmark.preset, RECORD: record}
 
 
