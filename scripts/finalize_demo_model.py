@@ -9,8 +9,9 @@
 Copies the weights, config and processor into `src/groupvit/resources/demo/model/`, scores the model on the fixed
 synthetic protocol (`groupvit.evaluation.benchmark.SyntheticBenchmark`: thresholds chosen on validation per scale,
 500 test images at 2x and 1x, the probe and the baselines) and writes `demo.json` (inference options, the protocol
-record `groupvit demo` reuses, the scores, the training command and curve) and a model card with the headline (2x) test
-mIoU. The previous `demo.json`'s stored baselines and random-init thresholds (model-independent) are kept.
+record `groupvit demo` reuses, the scores, the training command, and every stage's summary and curve, found by
+following the runs' `init_from`) and a model card with the headline (2x) test mIoU. The previous `demo.json`'s
+stored baselines and random-init thresholds (model-independent) are kept.
 """
 
 import json
@@ -24,6 +25,7 @@ from groupvit.cli.shipped_model import DEMO_SETTINGS, demo_directory
 from groupvit.evaluation.benchmark import SyntheticBenchmark, run_benchmark
 from groupvit.hub.model_card import render_model_card
 from groupvit.segmentation import GroupViTSegmenter
+from groupvit.training.trainer import training_lineage
 
 FILES = ("config.json", "model.safetensors", "processor_config.json", "tokenizer.json", "tokenizer_config.json")
 COMMANDS = (
@@ -65,14 +67,23 @@ def main(argv: list[str] | None = None) -> int:
     if kept.get("stored_baselines"):
         settings[RECORD]["stored_baselines"] = kept["stored_baselines"]
     headline = benchmark.headline_scale
-    summary = json.loads((run / "train_summary.json").read_text())
+    stages = training_lineage(run)
     record = {
         **settings,
         "test": result["model"][f"{headline}x"],
         "summary": result["summary"],
         "training_command": " && ".join(args.command or COMMANDS),
-        "training": {k: v for k, v in summary.items() if k != "history"},
-        "learning_curve": summary.get("history", []),
+        # as `groupvit demo --train` reports its stages, each with its learning curve
+        "train_stages": [
+            {
+                "output_dir": stage["output_dir"],
+                "init_from": stage["init_from"],
+                **{k: v for k, v in stage["summary"].items() if k != "history"},
+                "learning_curve": stage["summary"].get("history", []),
+            }
+            for stage in stages
+        ],
+        "train_wall_time_s": sum(stage["summary"].get("wall_time_s", 0.0) for stage in stages),
     }
     (output / DEMO_SETTINGS).write_text(json.dumps(record, indent=2, default=float))
     size = benchmark.options(headline)["short_side"]

@@ -553,3 +553,33 @@ def test_missing_trackers_are_returned_for_a_warning_after_the_accelerator_exist
     # Accelerate's logger refuses to log before the Accelerator's state exists, so the check only sorts the names
     assert training._available_trackers("none") == ([], [])
     assert training._available_trackers("json, no_such_tracker_module") == (["json"], ["no_such_tracker_module"])
+
+
+def _finished_run(folder: Path, init_from: str | None, step: int) -> None:
+    folder.mkdir(parents=True)
+    (folder / "training_config.json").write_text(json.dumps({"output_dir": str(folder), "init_from": init_from}))
+    (folder / "train_summary.json").write_text(json.dumps({"step": step, "wall_time_s": float(step)}))
+
+
+def test_training_lineage_follows_init_from_to_the_first_run(tmp_path):
+    # stage 1 starts from a Hub id (not a local run): the walk stops there and keeps the id
+    _finished_run(tmp_path / "s1", "nvidia/groupvit-gcc-yfcc", 10)
+    _finished_run(tmp_path / "s2", str(tmp_path / "s1"), 20)
+    _finished_run(tmp_path / "s3", str(tmp_path / "s2"), 30)
+    stages = training.training_lineage(tmp_path / "s3")
+    assert [stage["summary"]["step"] for stage in stages] == [10, 20, 30]
+    assert [Path(stage["output_dir"]).name for stage in stages] == ["s1", "s2", "s3"]
+    assert stages[0]["init_from"] == "nvidia/groupvit-gcc-yfcc" and stages[2]["init_from"] == str(tmp_path / "s2")
+    # a folder holding weights only (a converted model) also ends the walk
+    (tmp_path / "converted").mkdir()
+    _finished_run(tmp_path / "s4", str(tmp_path / "converted"), 5)
+    assert len(training.training_lineage(tmp_path / "s4")) == 1
+
+
+def test_training_lineage_refuses_a_cycle_and_an_unfinished_run(tmp_path):
+    _finished_run(tmp_path / "a", str(tmp_path / "b"), 1)
+    _finished_run(tmp_path / "b", str(tmp_path / "a"), 2)
+    with pytest.raises(ValueError, match="cycle"):
+        training.training_lineage(tmp_path / "a")
+    with pytest.raises(FileNotFoundError, match="not a finished training run"):
+        training.training_lineage(tmp_path / "missing")

@@ -564,6 +564,46 @@ def _save_final(model: GroupViTModel, processor: GroupViTProcessor, config: Trai
         )
 
 
+def training_lineage(output_dir: str | Path) -> list[dict[str, Any]]:
+    """The finished runs that led to `output_dir`, first to last, by following each run's `init_from`.
+
+    Each entry is `{"output_dir", "init_from", "config", "summary"}` (the run's `training_config.json` and
+    `train_summary.json`). The walk stops at a run whose `init_from` is unset or is not a finished local run (a Hub id,
+    a converted checkpoint): that value stays in the first entry's `init_from`.
+
+    Raises:
+        FileNotFoundError: `output_dir` is not a finished run.
+        ValueError: the runs' `init_from` links form a cycle.
+    """
+    stages: list[dict[str, Any]] = []
+    seen: set[Path] = set()
+    folder: Path | None = Path(output_dir)
+    while folder is not None:
+        config_path, summary_path = folder / "training_config.json", folder / "train_summary.json"
+        if not (config_path.is_file() and summary_path.is_file()):
+            if not stages:
+                raise FileNotFoundError(
+                    f"{folder} is not a finished training run: no training_config.json / train_summary.json"
+                )
+            break
+        resolved = folder.resolve()
+        if resolved in seen:
+            raise ValueError(f"init_from links form a cycle at {folder}")
+        seen.add(resolved)
+        config = json.loads(config_path.read_text())
+        parent = config.get("init_from")
+        stages.append(
+            {
+                "output_dir": str(folder),
+                "init_from": parent,
+                "config": config,
+                "summary": json.loads(summary_path.read_text()),
+            }
+        )
+        folder = Path(parent) if parent else None
+    return stages[::-1]
+
+
 __all__ = [
     "DataArguments",
     "TrainingConfig",
@@ -576,5 +616,6 @@ __all__ = [
     "resolve_checkpoint",
     "save_checkpoint",
     "train",
+    "training_lineage",
     "validate_config",
 ]
