@@ -24,7 +24,7 @@ from groupvit.data.streams import (
     webdataset_source,
 )
 from groupvit.data.synthetic import make_split, save_imagefolder, write_webdataset_shards
-from groupvit.data.transforms import TrainTransform
+from groupvit.data.transforms import RandAugment, TrainTransform, random_erase
 from groupvit.processing_groupvit import bundled_tokenizer
 
 TRANSFORM = TrainTransform(32, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), scale=(0.5, 1.0))
@@ -229,6 +229,91 @@ def test_transform_crops_flips_and_normalises():
     torch.testing.assert_close(out[0, 0, :8], torch.arange(8) * 4 / 255.0, atol=0.02, rtol=0)
     flipped = TrainTransform(64, (0, 0, 0), (1, 1, 1), scale=(1.0, 1.0), ratio=(1.0, 1.0), hflip=1.0, color_jitter=0)
     torch.testing.assert_close(flipped(image, random.Random(0)), out.flip(-1))
+
+
+def _gray(value: int, size: tuple[int, int] = (20, 20)) -> Image.Image:
+    return Image.new("RGB", size, (value, value, value))
+
+
+def _first_pixel(image: Image.Image) -> int:
+    return image.getpixel((0, 0))[0]
+
+
+def test_rand_augment_operations_against_hand_computed_values():
+    ops = RandAugment(magnitude=5, increasing=True).ops
+    rng = random.Random(0)
+    assert len(ops) == 15
+    assert _first_pixel(ops["Invert"](_gray(200), 5, rng, (0, 0, 0))) == 55
+    # level 5: keep 4 - int(5 / 10 * 4) = 2 bits: 200 = 0b11001000 -> 0b11000000
+    assert _first_pixel(ops["PosterizeIncreasing"](_gray(200), 5, rng, (0, 0, 0))) == 192
+    # level 5: threshold 256 - 128 = 128; 200 is inverted, 100 is kept
+    assert _first_pixel(ops["SolarizeIncreasing"](_gray(200), 5, rng, (0, 0, 0))) == 55
+    assert _first_pixel(ops["SolarizeIncreasing"](_gray(100), 5, rng, (0, 0, 0))) == 100
+    # level 5: + int(5 / 10 * 110) = 55 below 128 only
+    assert _first_pixel(ops["SolarizeAdd"](_gray(100), 5, rng, (0, 0, 0))) == 155
+    assert _first_pixel(ops["SolarizeAdd"](_gray(200), 5, rng, (0, 0, 0))) == 200
+    # level 10: brightness factor 1 +- 0.9
+    assert _first_pixel(ops["BrightnessIncreasing"](_gray(100), 10, rng, (0, 0, 0))) in (10, 190)
+    assert _first_pixel(RandAugment(magnitude=5).ops["Brightness"](_gray(100), 10, rng, (0, 0, 0))) == 190
+    assert list(ops["Rotate"](_gray(100), 0, rng, (0, 0, 0)).getdata()) == list(_gray(100).getdata())
+    # level 10: a shift of 0.45 * 20 = 9 columns either way, the uncovered ones filled
+    stripes = Image.fromarray(np.tile((np.arange(20, dtype=np.uint8) * 10)[None, :, None], (20, 1, 3)))
+    moved = np.asarray(ops["TranslateXRel"](stripes, 10, random.Random(1), (7, 7, 7)))[0, :, 0].tolist()
+    columns = (np.arange(20) * 10).tolist()
+    assert moved in (columns[9:] + [7] * 9, [7] * 9 + columns[:11])
+
+
+def test_rand_augment_draws_operations_magnitudes_and_probability_like_timm():
+    augment = RandAugment.from_policy("rand-m9-mstd0.5-inc1", fill=(124, 116, 104))
+    assert (augment.magnitude, augment.num_ops, augment.magnitude_std, augment.increasing) == (9, 2, 0.5, True)
+    assert augment.fill == (124, 116, 104) and "PosterizeIncreasing" in augment.ops and "Posterize" not in augment.ops
+    assert RandAugment.from_policy("rand-m7-n3-inc0").num_ops == 3 and "Posterize" in RandAugment(7).ops
+    calls: list[tuple[str, float]] = []
+    for name in augment.ops:
+        augment.ops[name] = lambda image, level, rng, fill, name=name: calls.append((name, level)) or image
+    rng = random.Random(0)
+    for _ in range(3000):
+        augment(_gray(0), rng)
+    # 2 draws per image, each kept with probability 0.5; all 15 operations, uniformly
+    assert 0.95 < len(calls) / 3000 < 1.05
+    counts = Counter(name for name, _ in calls)
+    assert len(counts) == 15 and max(counts.values()) < 1.35 * min(counts.values())
+    levels = np.array([level for _, level in calls])
+    assert abs(levels.mean() - 9.0) < 0.05 and abs(levels.std() - 0.5) < 0.05 and levels.max() <= 10.0
+
+
+@pytest.mark.parametrize("policy", ["auto-m9", "rand-x9", "rand-mfoo", "rand-n2", "rand-m11"])
+def test_rand_augment_refuses_a_bad_policy(policy):
+    with pytest.raises(ValueError, match="RandAugment"):
+        RandAugment.from_policy(policy)
+
+
+def test_random_erase_replaces_one_box_with_noise():
+    for seed in range(50):
+        erased = random_erase(torch.zeros(3, 64, 64), random.Random(seed))
+        rows, cols = torch.nonzero(erased[0], as_tuple=True)
+        h, w = int(rows.max() - rows.min() + 1), int(cols.max() - cols.min() + 1)
+        assert len(rows) == h * w  # one filled rectangle, the same in every channel
+        assert bool((erased[:, rows, cols] != 0).all())
+        assert 0.015 < h * w / 64**2 < 0.36 and 0.25 < h / w < 4.0
+    big = random_erase(torch.zeros(3, 200, 200), random.Random(3), area=(0.3, 0.3))
+    noise = big[big != 0]
+    assert abs(float(noise.mean())) < 0.05 and abs(float(noise.std()) - 1.0) < 0.05
+    torch.testing.assert_close(
+        random_erase(torch.zeros(3, 8, 8), random.Random(5)), random_erase(torch.zeros(3, 8, 8), random.Random(5))
+    )
+
+
+def test_transform_applies_rand_augment_and_erasing_reproducibly():
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 255, (48, 48, 3), dtype=np.uint8))
+    kwargs = {"mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5), "color_jitter": 0}
+    plain = TrainTransform(32, **kwargs)
+    paper = TrainTransform(32, rand_augment="rand-m9-mstd0.5-inc1", random_erasing=1.0, **kwargs)
+    first, again = paper(image, random.Random(4)), paper(image, random.Random(4))
+    torch.testing.assert_close(first, again)
+    assert not torch.equal(first, plain(image, random.Random(4)))
+    with pytest.raises(ValueError, match="random_erasing"):
+        TrainTransform(32, random_erasing=2.0, **kwargs)
 
 
 def _tiny_tensor(image, rng):

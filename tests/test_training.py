@@ -20,7 +20,7 @@ import groupvit
 from conftest import TINY_RUN, tiny_run_args
 from groupvit.cli.pretrain import main as pretrain_main
 from groupvit.training import trainer as training
-from groupvit.training.config import LossArguments
+from groupvit.training.config import DataArguments, LossArguments
 from groupvit.training.trainer import (
     TrainingConfig,
     list_checkpoints,
@@ -64,6 +64,10 @@ def test_config_file_and_overrides(tmp_path):
         ({"loss.dense_noun_weight": 1.0, "data.num_prompt_nouns": 0}, "data.num_prompt_nouns must be >= 1, got 0"),
         ({"loss.dense_noun_top_k": 0}, "loss.dense_noun_top_k=0 is out of range"),
         ({"loss.group_distill_weight": -0.5}, "loss.group_distill_weight must be finite and >= 0"),
+        ({"data.rand_augment": "rand-q9"}, "data.rand_augment: unknown RandAugment policy part 'q9'"),
+        ({"data.rand_augment": "autoaug-v0"}, "data.rand_augment: a RandAugment policy looks like"),
+        ({"data.rand_augment": "rand-m12"}, "magnitude must be in"),
+        ({"data.random_erasing": 1.5}, "data.random_erasing=1.5 is out of range"),
     ],
 )
 def test_bad_config_fails_at_start(overrides, message):
@@ -483,6 +487,16 @@ def test_a_run_file_extends_its_base_key_by_key(tmp_path):
     assert (
         load_training_config(child, {"data.num_workers": 0, "loss.group_diversity_weight": 2.0}).data.num_workers == 0
     )
+
+
+def test_paper_augmentation_is_the_default_and_the_demo_recipe_runs_without_it():
+    data = DataArguments()
+    assert (data.rand_augment, data.random_erasing, data.color_jitter) == ("rand-m9-mstd0.5-inc1", 0.25, 0.0)
+    assert (data.crop_scale, data.hflip) == ((0.08, 1.0), 0.5)
+    folder = ROOT / "src" / "groupvit" / "resources" / "demo"
+    for name in ("run.yaml", "run_stage2.yaml", "run_stage3.yaml", "run_stage4.yaml", "run_quick.yaml"):
+        demo = load_training_config(str(folder / name)).data
+        assert (demo.rand_augment, demo.random_erasing, demo.color_jitter) == (None, 0.0, 0.1), name
 
 
 def test_the_demo_recipe_files_resolve_to_the_runs_that_were_measured():

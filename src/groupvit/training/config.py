@@ -43,7 +43,11 @@ class DataArguments:
         image_size: Training crop size fed to the model.
         crop_scale: Area range of the random resized crop (paper: 0.08-1.0).
         hflip: Horizontal flip probability.
-        color_jitter: Colour jitter strength.
+        color_jitter: Colour jitter strength (0 disables it). The paper's config lists 0.4, but its timm version skips
+            jitter when RandAugment is on, so the paper's recipe ran without it: the default is 0.
+        rand_augment: timm RandAugment policy (paper: `"rand-m9-mstd0.5-inc1"`), or None
+            (`groupvit.data.transforms.RandAugment`).
+        random_erasing: Probability of erasing one random box with noise (paper: 0.25; 0 disables it).
         resampled: Draw webdataset shards with replacement (multi-node).
         shuffle_buffer_size: Sample shuffle buffer (paper: 10000).
         num_workers: DataLoader workers per process.
@@ -66,7 +70,9 @@ class DataArguments:
     image_size: int = 224
     crop_scale: tuple[float, float] = (0.08, 1.0)
     hflip: float = 0.5
-    color_jitter: float = 0.4
+    color_jitter: float = 0.0
+    rand_augment: str | None = "rand-m9-mstd0.5-inc1"
+    random_erasing: float = 0.25
     resampled: bool = False
     shuffle_buffer_size: int = 10000
     num_workers: int = 2
@@ -338,6 +344,7 @@ _RANGES: dict[str, tuple[float | None, float | None]] = {
     "data.image_size": (8, None),
     "data.hflip": (0, 1),
     "data.color_jitter": (0, None),
+    "data.random_erasing": (0, 1),
     "data.shuffle_buffer_size": (0, None),
     "data.num_workers": (0, None),
     "data.num_prompt_nouns": (0, None),
@@ -468,6 +475,13 @@ def validate_config(config: TrainingConfig, num_processes: int = 1) -> None:
     low, high = data.crop_scale
     if not 0 < low <= high <= 1:
         raise ValueError(f"data.crop_scale={tuple(data.crop_scale)!r} is invalid; allowed: 0 < low <= high <= 1")
+    if data.rand_augment is not None:
+        from groupvit.data.transforms import RandAugment
+
+        try:
+            RandAugment.from_policy(data.rand_augment)
+        except ValueError as error:
+            raise ValueError(f"data.rand_augment: {error}") from None
     if data.source == "webdataset":
         if not data.train_shards:
             raise ValueError("data.source='webdataset' needs data.train_shards")

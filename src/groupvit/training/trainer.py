@@ -126,7 +126,13 @@ def build_train_stream(config: TrainingConfig, processor: GroupViTProcessor) -> 
         dataset = load_hf_dataset(data.dataset, split=data.split, streaming=data.streaming)
         source = hf_dataset_source(dataset, data.image_column, data.text_column)
     transform = transform_from_processor(
-        processor, data.image_size, scale=tuple(data.crop_scale), hflip=data.hflip, color_jitter=data.color_jitter
+        processor,
+        data.image_size,
+        scale=tuple(data.crop_scale),
+        hflip=data.hflip,
+        color_jitter=data.color_jitter,
+        rand_augment=data.rand_augment,
+        random_erasing=data.random_erasing,
     )
     stream = ImageTextStream(source, transform, seed=config.seed, shuffle_buffer_size=data.shuffle_buffer_size)
     collator = ImageTextCollator(
