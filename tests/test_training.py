@@ -68,6 +68,10 @@ def test_config_file_and_overrides(tmp_path):
         ({"data.rand_augment": "autoaug-v0"}, "data.rand_augment: a RandAugment policy looks like"),
         ({"data.rand_augment": "rand-m12"}, "magnitude must be in"),
         ({"data.random_erasing": 1.5}, "data.random_erasing=1.5 is out of range"),
+        (
+            {"data.multiscale_sizes": [16, 48]},
+            r"data.multiscale_sizes=\[16, 48\]: \[48\] outside \[8, data.image_size=32\]",
+        ),
     ],
 )
 def test_bad_config_fails_at_start(overrides, message):
@@ -597,3 +601,24 @@ def test_training_lineage_refuses_a_cycle_and_an_unfinished_run(tmp_path):
         training.training_lineage(tmp_path / "a")
     with pytest.raises(FileNotFoundError, match="not a finished training run"):
         training.training_lineage(tmp_path / "missing")
+
+
+def test_multiscale_steps_cycle_through_the_sizes(tmp_path, monkeypatch, fresh_accelerate_state):
+    from groupvit.modeling_groupvit import GroupViTModel
+
+    seen, forward = [], GroupViTModel.forward
+
+    def spy(self, *args, **kwargs):
+        seen.append(tuple(kwargs["pixel_values"].shape[-2:]))
+        return forward(self, *args, **kwargs)
+
+    monkeypatch.setattr(GroupViTModel, "forward", spy)
+    steps = ["--max_steps", "5", "--checkpointing_steps", "0", "--per_device_train_batch_size", "4"]
+    assert pretrain_main([*_args(tmp_path, *steps), "--multiscale_sizes", "16", "24"]) == 0
+    assert seen == [(32, 32), (16, 16), (24, 24), (32, 32), (16, 16)]
+    assert json.loads((tmp_path / "training_config.json").read_text())["data"]["multiscale_sizes"] == [16, 24]
+    # a smaller step sees the crop downscaled with antialiasing, not a new crop
+    crop = torch.rand(2, 3, 32, 32)
+    expected = torch.nn.functional.interpolate(crop, size=(16, 16), mode="bilinear", antialias=True)
+    torch.testing.assert_close(training.downscale(crop, 16), expected)
+    torch.testing.assert_close(training.downscale(torch.ones(1, 3, 32, 32), 16), torch.ones(1, 3, 16, 16))

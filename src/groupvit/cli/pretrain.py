@@ -89,8 +89,10 @@ def _argument_spec(annotation: Any) -> dict[str, Any]:
     if len(inner) == 1 and typing.get_origin(inner[0]) is tuple:
         element = typing.get_args(inner[0])[0]
         return {"type": element, "nargs": len(typing.get_args(inner[0])), "metavar": element.__name__.upper()}
-    if any(typing.get_origin(a) is list for a in inner):  # `str | list[str]`: one or more values
-        return {"type": str, "nargs": "+", "metavar": "STR"}
+    lists = [a for a in inner if typing.get_origin(a) is list]
+    if lists:  # `list[int]`, `str | list[str]`: one or more values
+        element = typing.get_args(lists[0])[0]
+        return {"type": element, "nargs": "+", "metavar": element.__name__.upper()}
     if len(inner) == 1 and (inner[0] is dict or typing.get_origin(inner[0]) is dict):
         return {"type": json.loads, "metavar": "JSON"}
     if len(inner) == 1 and inner[0] in (int, float, str):

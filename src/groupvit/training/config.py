@@ -41,6 +41,9 @@ class DataArguments:
         synthetic_seed: Base seed of the synthetic dataset.
         synthetic_image_size: Side of the generated images.
         image_size: Training crop size fed to the model.
+        multiscale_sizes: Further sizes the steps cycle through: step `s` trains at
+            `[image_size, *multiscale_sizes][s % n]`, each batch downscaled from its `image_size` crops (antialiased
+            bilinear); empty: every step at `image_size`. Each size must lie between 8 and `image_size`.
         crop_scale: Area range of the random resized crop (paper: 0.08-1.0).
         hflip: Horizontal flip probability.
         color_jitter: Colour jitter strength (0 disables it). The paper's config lists 0.4, but its timm version skips
@@ -68,6 +71,7 @@ class DataArguments:
     synthetic_seed: int = 0
     synthetic_image_size: int = 64
     image_size: int = 224
+    multiscale_sizes: list[int] = field(default_factory=list)
     crop_scale: tuple[float, float] = (0.08, 1.0)
     hflip: float = 0.5
     color_jitter: float = 0.0
@@ -475,6 +479,12 @@ def validate_config(config: TrainingConfig, num_processes: int = 1) -> None:
     low, high = data.crop_scale
     if not 0 < low <= high <= 1:
         raise ValueError(f"data.crop_scale={tuple(data.crop_scale)!r} is invalid; allowed: 0 < low <= high <= 1")
+    bad_sizes = [size for size in data.multiscale_sizes if not 8 <= size <= data.image_size]
+    if bad_sizes:
+        raise ValueError(
+            f"data.multiscale_sizes={data.multiscale_sizes!r}: {bad_sizes} outside [8, data.image_size="
+            f"{data.image_size}]"
+        )
     if data.rand_augment is not None:
         from groupvit.data.transforms import RandAugment
 

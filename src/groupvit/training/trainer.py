@@ -294,6 +294,7 @@ def train(config: TrainingConfig) -> dict[str, Any]:
         total=config.max_steps, initial=state["step"], disable=not accelerator.is_local_main_process, desc="train"
     )
     batches = _batches(loader, stream, state["epoch"], state["batches_in_epoch"], config.per_device_train_batch_size)
+    step_sizes = [config.data.image_size, *config.data.multiscale_sizes]
     model.train()
     window_start, window_samples = time.perf_counter(), 0
     while state["step"] < config.max_steps:
@@ -304,6 +305,9 @@ def train(config: TrainingConfig) -> dict[str, Any]:
             state.update(epoch=epoch, batches_in_epoch=index + 1)
             continue
         batch = {k: v.to(accelerator.device, non_blocking=True) for k, v in batch.items()}
+        size = step_sizes[state["step"] % len(step_sizes)]
+        if size != config.data.image_size:
+            batch["pixel_values"] = downscale(batch["pixel_values"], size)
         log_now = (state["step"] + 1) % config.logging_steps == 0 and accelerator.sync_gradients
         with accelerator.accumulate(model):
             with accelerator.autocast():
@@ -375,6 +379,13 @@ def train(config: TrainingConfig) -> dict[str, Any]:
     logger.info(_end_summary(summary, config.output_dir))
     accelerator.end_training()
     return summary
+
+
+def downscale(pixel_values: torch.Tensor, size: int) -> torch.Tensor:
+    """`(B, C, H, W)` images resized to `size` x `size` (antialiased bilinear: a multiscale step's smaller batch)."""
+    return torch.nn.functional.interpolate(
+        pixel_values, size=(size, size), mode="bilinear", antialias=True, align_corners=False
+    )
 
 
 def _data_description(data: DataArguments) -> str:
