@@ -199,9 +199,19 @@ def _data_rows(config: dict) -> dict[str, str]:
     """Every data setting with a value, formatted like the card's table."""
     rows = {}
     for name, value in config["data"].items():
-        if value is not None:
+        if value not in (None, []):
             rows[f"data.{name}"] = ", ".join(map(str, value)) if isinstance(value, list | tuple) else str(value)
     return rows
+
+
+def test_card_says_when_the_default_augmentation_was_turned_off():
+    config = _run_config(data={"source": "synthetic", "rand_augment": None, "random_erasing": 0.0})
+    table = _table(render_model_card(tiny_config(), training_args=config).text)
+    # None here is a choice (the default is the paper's RandAugment); an unset list is left out
+    assert table["data.rand_augment"] == "none" and table["data.random_erasing"] == "0.0"
+    assert "data.multiscale_sizes" not in table and "data.dataset" not in table
+    paper = _table(render_model_card(tiny_config(), training_args=_run_config(data={"source": "synthetic"})).text)
+    assert paper["data.rand_augment"] == "rand-m9-mstd0.5-inc1"
 
 
 @pytest.fixture(scope="module")

@@ -441,6 +441,7 @@ def test_demo_recipe_stages_chain():
     validate_config(stage4)
     assert stage4.init_from == stage3.output_dir and stage4.loss == stage3.loss
     assert stage4.data.image_size == 2 * stage3.data.image_size and stage4.model_overrides == {}
+    assert stage4.data.multiscale_sizes == [stage3.data.image_size]  # alternates 2x and 1x steps
     assert stage4.max_steps < stage3.max_steps and stage4.learning_rate < stage3.learning_rate
     # the quick recipe of `groupvit demo --train`: the region stage right from stage 1
     quick = load_training_config(str(folder / "run_quick.yaml"))

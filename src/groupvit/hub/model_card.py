@@ -78,6 +78,8 @@ _KNOWN_DATASETS = {
 }
 # training_args entries shown in the card (the rest, e.g. paths and logging options, are noise on a card).
 _SKIPPED_TRAINING_ARGS = ("dir", "path", "token", "hub_", "logging_", "report_to", "push_to_hub", "resume")
+# Settings whose None turns off something that is on by default: shown as "none", not left out like other Nones
+_NONE_MEANS_OFF = ("data.rand_augment",)
 # Data settings of `groupvit.training.config.DataArguments` that only apply to one `data.source`: the others are left
 # out of the card (a webdataset run did not use `synthetic_preset`).
 _SOURCE_SETTINGS = {
@@ -285,7 +287,9 @@ def _training_rows(training_args: Mapping[str, Any]) -> list[tuple[str, str]]:
     }
     rows = []
     for name, value in _flatten(training_args).items():
-        if any(part in name for part in _SKIPPED_TRAINING_ARGS) or value is None or name in inapplicable:
+        if value is None and name in _NONE_MEANS_OFF:
+            value = "none"
+        if any(part in name for part in _SKIPPED_TRAINING_ARGS) or value in (None, []) or name in inapplicable:
             continue
         if isinstance(value, bool | int | float | str) or (
             isinstance(value, list | tuple) and all(isinstance(v, int | float | str) for v in value)
