@@ -439,7 +439,8 @@ def test_demo_recipe_stages_chain():
     # stage 4: stage 3's objective, briefly, at 2x the resolution; the model itself stays a 64 px model
     stage4 = load_training_config(str(folder / "run_stage4.yaml"))
     validate_config(stage4)
-    assert stage4.init_from == stage3.output_dir and stage4.loss == stage3.loss
+    assert stage4.init_from == stage3.output_dir
+    assert stage4.loss == dataclasses.replace(stage3.loss, dense_noun_top_k=6)  # 4x the patches of stage 3
     assert stage4.data.image_size == 2 * stage3.data.image_size and stage4.model_overrides == {}
     assert stage4.data.multiscale_sizes == [stage3.data.image_size]  # alternates 2x and 1x steps
     assert stage4.max_steps < stage3.max_steps and stage4.learning_rate < stage3.learning_rate
