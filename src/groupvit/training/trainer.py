@@ -586,7 +586,8 @@ def training_lineage(output_dir: str | Path) -> list[dict[str, Any]]:
 
     Each entry is `{"output_dir", "init_from", "config", "summary"}` (the run's `training_config.json` and
     `train_summary.json`). The walk stops at a run whose `init_from` is unset or is not a finished local run (a Hub id,
-    a converted checkpoint): that value stays in the first entry's `init_from`.
+    a converted checkpoint): that value stays in the first entry's `init_from`. A relative `init_from` is read from
+    the current directory, as the run that recorded it did.
 
     Raises:
         FileNotFoundError: `output_dir` is not a finished run.
