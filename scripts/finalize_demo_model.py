@@ -96,8 +96,7 @@ def main(argv: list[str] | None = None) -> int:
             "mean_iou": result["model"][f"{headline}x"]["mean_iou"],
         }
     ]
-    training_args = json.loads((run / "training_config.json").read_text())
-    card = render_model_card(segmenter.model.config, results=results, training_args=training_args)
+    card = render_model_card(segmenter.model.config, results=results, training_args=stages[-1]["config"])
     card.save(output / "README.md")
     print(json.dumps({"options": settings["options"], "summary": result["summary"]}, default=float))
     return 0
