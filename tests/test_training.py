@@ -549,17 +549,18 @@ def test_the_demo_recipe_files_resolve_to_the_runs_that_were_measured():
         group_purity_weight=10.0,
     )
     quick = load_training_config(str(folder / "run_quick.yaml"))
-    assert dataclasses.replace(quick, output_dir="x", init_from="y", max_steps=1, learning_rate=1.0) == (
+    assert dataclasses.replace(quick, output_dir="x", init_from="y", max_steps=1, per_device_train_batch_size=1) == (
         dataclasses.replace(
             stage3,
             output_dir="x",
             init_from="y",
             max_steps=1,
-            learning_rate=1.0,
+            per_device_train_batch_size=1,
             loss=dataclasses.replace(stage3.loss, group_distill_weight=3.0),
         )
     )
-    assert (quick.max_steps, quick.learning_rate, quick.init_from) == (900, 8e-4, "runs/demo")
+    assert (quick.max_steps, quick.per_device_train_batch_size, quick.learning_rate) == (1800, 32, 4e-4)
+    assert quick.init_from == "runs/demo"
 
 
 @pytest.mark.parametrize(

@@ -7,7 +7,7 @@ objectness probe, and the baselines (all-background, random init, colour co-occu
 stored plain-ViT number). It writes to `--output`: `results.json` (every number; `summary` is the table printed),
 `overlay_grid.png` (image | ground truth | prediction, with a legend), `groups.png` (group assignments of both stages)
 and an overlay per user image. `--train` first trains a fresh model from scratch with the quick recipe (the shipped
-recipe's stage 1, then `run_quick.yaml`: its region terms right away, about 10 CPU minutes in all; same training code)
+recipe's stage 1, then `run_quick.yaml`: its region terms right away, under 10 CPU minutes in all; same training code)
 and reports it next to the shipped one. `--aggregate a.json b.json c.json` prints the mean and range of several runs'
 results (e.g. three training seeds) instead.
 """

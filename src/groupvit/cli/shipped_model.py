@@ -37,7 +37,7 @@ def demo_directory() -> Path:
 
 QUICK_RECIPE = ("run.yaml", "run_quick.yaml")
 """The run files of `groupvit demo --train` (`make demo-train`), in order: stage 1 of the shipped recipe, then a
-short region-term stage from it (about 10 CPU minutes in all; the shipped recipe's stages 2-4 alone take about 37)."""
+short region-term stage from it (under 10 CPU minutes in all; the shipped recipe's stages 2-4 alone take about 37)."""
 
 
 def run_config_path(name: str = "run.yaml") -> Path:
