@@ -271,6 +271,7 @@ ANY_VALUE = st.one_of(
 @example(key="learning_rate", value=math.nan)
 @example(key="data.hflip", value=math.nan)
 @example(key="data.noun_extractor", value="")
+@example(key="data.train_shards", value="{")  # braceexpand's "Unbalanced braces" did not name the field
 def test_run_config_random_values_pass_or_raise_naming_the_field(tmp_path, key, value):
     values = {"model_preset": "groupvit-tiny", "output_dir": str(tmp_path), "per_device_train_batch_size": 2}
     block, _, name = key.rpartition(".")

@@ -498,9 +498,11 @@ def validate_config(config: TrainingConfig, num_processes: int = 1) -> None:
         patterns = [data.train_shards] if isinstance(data.train_shards, str) else data.train_shards
         import webdataset as wds
 
-        local = [
-            u for p in patterns for u in wds.shardlists.expand_urls(p) if "://" not in u and not u.startswith("pipe:")
-        ]
+        try:
+            urls = [u for p in patterns for u in wds.shardlists.expand_urls(p)]
+        except ValueError as error:  # braceexpand's message (e.g. "Unbalanced braces") does not name the field
+            raise ValueError(f"data.train_shards={data.train_shards!r}: {error}") from None
+        local = [u for u in urls if "://" not in u and not u.startswith("pipe:")]
         missing = [u for u in local if not os.path.exists(u)]
         if missing:
             raise ValueError(f"data.train_shards: {len(missing)} shard(s) do not exist, e.g. {missing[0]!r}")
