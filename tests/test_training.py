@@ -559,7 +559,7 @@ def test_the_demo_recipe_files_resolve_to_the_runs_that_were_measured():
             loss=dataclasses.replace(stage3.loss, group_distill_weight=3.0),
         )
     )
-    assert (quick.max_steps, quick.per_device_train_batch_size, quick.learning_rate) == (1800, 32, 4e-4)
+    assert (quick.max_steps, quick.per_device_train_batch_size, quick.learning_rate) == (2200, 32, 4e-4)
     assert quick.init_from == "runs/demo"
 
 
