@@ -10,6 +10,7 @@ from the launcher (`accelerate launch --mixed_precision bf16`).
 import argparse
 import dataclasses
 import json
+import logging
 import os
 import re
 import sys
@@ -26,7 +27,7 @@ from groupvit.training.config import (
     load_training_config,
     validate_config,
 )
-from groupvit.training.trainer import train
+from groupvit.training.trainer import FINISHED_DISTRIBUTED_RUNS, train
 
 EXAMPLES = """examples:
   python scripts/pretrain.py --config configs/tiny-synthetic.yaml
@@ -195,6 +196,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     summary = train(config)
     print(json.dumps({k: v for k, v in summary.items() if not isinstance(v, dict | list)}, default=float))
+    if FINISHED_DISTRIBUTED_RUNS:
+        # a finished multi-process run: every file is written; skip the gloo teardown that can deadlock (see `train`)
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
     return 0
 
 

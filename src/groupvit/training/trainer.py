@@ -65,6 +65,8 @@ logger = get_logger(__name__)
 
 
 LOSS_STATE = "training_loss.safetensors"
+# the objects of finished multi-process runs, kept until the process ends (see the end of `train`)
+FINISHED_DISTRIBUTED_RUNS: list[tuple[Any, ...]] = []
 
 
 def build_model(config: TrainingConfig) -> GroupViTModel:
@@ -378,9 +380,14 @@ def train(config: TrainingConfig) -> dict[str, Any]:
     accelerator.wait_for_everyone()
     logger.info(_end_summary(summary, config.output_dir))
     accelerator.end_training()
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        # left to interpreter exit, a gloo group's teardown hung a finished rank now and then (a 2-process CI run)
-        torch.distributed.destroy_process_group()
+    if accelerator.num_processes > 1:
+        # Not torn down here: dropping the DDP model (the last reference to the gloo group) joins gloo's threads while
+        # holding the GIL, and a thread still freeing a finished collective's Python-made tensor waits for the GIL:
+        # a rank that hung for ever in 5 of 25 two-process runs (py-spy: `~ProcessGroupGloo` -> `thread::join` on the
+        # main thread, `decref_pyobject` on the gloo thread); `end_training` destroys the process group, but the
+        # reducer keeps the gloo backend alive. The launcher (`groupvit pretrain`) ends the process with `os._exit`
+        # once its output is written.
+        FINISHED_DISTRIBUTED_RUNS.append((model, optimizer, accelerator))
     return summary
 
 
