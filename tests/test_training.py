@@ -522,6 +522,30 @@ def test_paper_augmentation_is_the_default_and_the_demo_recipe_runs_without_it()
         assert (demo.rand_augment, demo.random_erasing, demo.color_jitter) == (None, 0.0, 0.1), name
 
 
+def test_every_augmentation_setting_reaches_the_training_transform():
+    from groupvit.data.transforms import TrainTransform
+
+    changed = {
+        "data.image_size": 24,
+        "data.crop_scale": (0.3, 0.9),
+        "data.hflip": 0.2,
+        "data.color_jitter": 0.35,
+        "data.rand_augment": "rand-m5",
+        "data.random_erasing": 0.6,
+    }
+    config = load_training_config(TINY_RUN, changed)
+    validate_config(config)
+    stream, _ = training.build_train_stream(config, groupvit.GroupViTProcessor.from_bundled(image_size=32))
+    transform = stream.transform
+    assert (transform.scale, transform.hflip, transform.color_jitter) == ((0.3, 0.9), 0.2, 0.35)
+    assert (transform.image_size, transform.rand_augment, transform.random_erasing) == (24, "rand-m5", 0.6)
+    # every transform setting with a data.* field of the same name is covered above
+    same_name = {f.name for f in dataclasses.fields(TrainTransform)} & {
+        f.name for f in dataclasses.fields(DataArguments)
+    }
+    assert {f"data.{name}" for name in same_name} <= set(changed)
+
+
 def test_the_demo_recipe_files_resolve_to_the_runs_that_were_measured():
     # the stage files list only what they change (`base:`); these are the settings of the measured runs in full
     folder = ROOT / "src" / "groupvit" / "resources" / "demo"
