@@ -277,6 +277,29 @@ def test_recolor_objects_against_colorsys():
         )
 
 
+def test_swap_halves_change_hue_or_saturation_and_value_only_and_compose_to_swap():
+    spec = get_spec("objects")
+    rng = np.random.default_rng(5)
+    canvas = rng.uniform(20, 235, size=(6, 6, 3)).astype(np.float32)
+    labels = rng.integers(0, len(spec.class_names) + 1, size=(6, 6)).astype(np.uint8)
+    hue, sat_val = recolor_objects(spec, canvas, labels, "swap_hue"), recolor_objects(spec, canvas, labels, "swap_sv")
+    palettes, swap = dict(spec.palettes), dict(spec.palette_swap)
+    for row, col in np.ndindex(labels.shape):
+        if labels[row, col] == 0:
+            np.testing.assert_array_equal(hue[row, col], canvas[row, col])
+            np.testing.assert_array_equal(sat_val[row, col], canvas[row, col])
+            continue
+        name = spec.class_names[labels[row, col] - 1]
+        (h_a, s_a, v_a), (h_b, s_b, v_b) = palettes[name], palettes[swap[name]]
+        h, s, v = colorsys.rgb_to_hsv(*(canvas[row, col] / 255.0))
+        expected_hue = colorsys.hsv_to_rgb((h + h_b - h_a) % 1.0, s, v)
+        expected_sv = colorsys.hsv_to_rgb(h, min(s * s_b / s_a, 1.0), min(v * v_b / v_a, 1.0))
+        np.testing.assert_allclose(hue[row, col], np.array(expected_hue) * 255, atol=1e-3)
+        np.testing.assert_allclose(sat_val[row, col], np.array(expected_sv) * 255, atol=1e-3)
+    both = recolor_objects(spec, hue, labels, "swap_sv")
+    np.testing.assert_allclose(both, recolor_objects(spec, canvas, labels, "swap"), atol=1e-2)
+
+
 def test_bad_recolor_arguments_raise_naming_them():
     with pytest.raises(ValueError, match="sepia"):
         make_split("objects", "test", 2, recolor="sepia")  # type: ignore[arg-type]

@@ -62,7 +62,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help=f"validation images the thresholds are chosen on (protocol: {PROTOCOL.num_validation})",
     )
     parser.add_argument(
-        "--probes", default=",".join(PROTOCOL.probes), help="recoloured test splits to score: swap, random"
+        "--probes",
+        default=",".join(PROTOCOL.probes),
+        help="recoloured test splits to score: swap, random, swap_hue, swap_sv (the two halves of swap)",
     )
     parser.add_argument(
         "--num_color_train",

@@ -32,8 +32,8 @@ Masks are ``uint8`` arrays of shape ``(H, W)`` with ``0`` = background and ``1..
 ``spec.class_names``. Objects never occlude more than ``spec.max_occlusion`` of an earlier object, so every class
 named in a caption has mask pixels and vice versa.
 
-Recoloured splits (``make_split(..., recolor="swap" | "random")``), the objectness probe: the same images, masks and
-captions, with every object's colours changed after drawing (background pixels are untouched, byte for byte):
+Recoloured splits (``make_split(..., recolor=...)``), the objectness probe: the same images, masks and captions,
+with every object's colours changed after drawing (background pixels are untouched, byte for byte):
 
 * ``"swap"`` – each category takes another category's palette, by a fixed derangement (``spec.palette_swap``; for
   ``objects``: sun <-> fish, leaf <-> brick, tree <-> mushroom, ball <-> flower). Every object pixel's hue is rotated
@@ -41,6 +41,8 @@ captions, with every object's colours changed after drawing (background pixels a
   (``spec.palettes``), so a yellow sun turns blue-grey like a fish and a green leaf red-brown like a brick.
 * ``"random"`` – every object's hue is rotated by a random quarter to three-quarter turn (saturation and value kept),
   drawn from its own stream ``(seed, index, RECOLOR_STREAM)``, so the standard draws are unchanged.
+* ``"swap_hue"`` / ``"swap_sv"`` – the two halves of ``"swap"``: only its hue rotation, or only its saturation and
+  value scaling (applied one after the other they give ``"swap"``). They tell which colour cue a model reads.
 
 A model that learned the categories' shapes keeps segmenting them; one that learned colours does not.
 
@@ -99,14 +101,14 @@ VARIANTS: tuple[str, ...] = ("standard", "shifted")
 _SPLIT_IDS = {"train": 0, "validation": 1, "test": 2}
 _SPLIT_VARIANTS = {"train": "standard", "validation": "standard", "test": "shifted"}
 
-RECOLORS: tuple[str, ...] = ("swap", "random")
+RECOLORS: tuple[str, ...] = ("swap", "random", "swap_hue", "swap_sv")
 RECOLOR_STREAM = 7919
 """Last seed word of the random stream of ``recolor="random"`` (after ``(seed..., index)``)."""
 
 SeedLike = int | Sequence[int]
 Split = Literal["train", "validation", "test"]
 Variant = Literal["standard", "shifted"]
-Recolor = Literal["swap", "random"]
+Recolor = Literal["swap", "random", "swap_hue", "swap_sv"]
 
 # Fixed tar header fields so that shards are byte-identical across runs and machines.
 _TAR_MTIME = 0
@@ -316,7 +318,7 @@ def generate_sample(
         image_size: Side length ``S`` of the square image in pixels (>= 16).
         variant: ``"standard"`` (train/validation distribution) or ``"shifted"`` (test distribution: other scale
             range, held-out backgrounds, more objects).
-        recolor: None, or recolour the objects (``"swap"`` or ``"random"``, see the module docstring); image
+        recolor: None, or recolour the objects (one of :data:`RECOLORS`, see the module docstring); image
             layout, mask and caption stay those of ``recolor=None``.
 
     Returns:
@@ -456,7 +458,7 @@ class SyntheticSplit(Sequence[SyntheticSample]):
         image_size: Image side length in pixels.
         seed: Seed words of the split stream (see :func:`split_seed`).
         variant: ``"standard"`` for train/validation, ``"shifted"`` for test.
-        recolor: None, or how the objects are recoloured (``"swap"`` or ``"random"``).
+        recolor: None, or how the objects are recoloured (one of :data:`RECOLORS`).
     """
 
     def __init__(
@@ -540,7 +542,7 @@ def make_split(
         num_samples: Number of samples in the split.
         image_size: Image side length in pixels.
         seed: Base seed shared by the three splits of one dataset.
-        recolor: None, or ``"swap"`` / ``"random"``: the same split with the objects recoloured (the objectness
+        recolor: None, or one of :data:`RECOLORS`: the same split with the objects recoloured (the objectness
             probe; see :func:`recolor_objects`).
 
     Returns:
@@ -567,8 +569,8 @@ def make_split(
 def _check_recolor(spec: SyntheticSpec, recolor: Any) -> None:
     if recolor is not None and recolor not in RECOLORS:
         raise ValueError(f"Unknown recolor {recolor!r}; expected None or one of {RECOLORS}")
-    if recolor == "swap" and not spec.palette_swap:
-        raise ValueError(f"recolor='swap' needs a preset with a palette_swap; {spec.name!r} has none")
+    if recolor is not None and recolor.startswith("swap") and not spec.palette_swap:
+        raise ValueError(f"recolor={recolor!r} needs a preset with a palette_swap; {spec.name!r} has none")
 
 
 def _rgb_to_hsv(rgb: np.ndarray) -> np.ndarray:
@@ -609,9 +611,10 @@ def recolor_objects(
         labels: ``(S, S)`` class-index mask of ``canvas``.
         recolor: ``"swap"``: class ``a`` takes the palette of ``b`` for ``(a, b)`` in ``spec.palette_swap``: hue
             rotated by ``hue_b - hue_a``, saturation and value scaled by ``sat_b / sat_a`` and ``val_b / val_a``
-            (``spec.palettes``). ``"random"``: each object's hue rotated by ``rng.uniform(0.25, 0.75)`` turns, in
-            order of class index.
-        rng: The generator of ``"random"`` (unused by ``"swap"``).
+            (``spec.palettes``). ``"swap_hue"`` / ``"swap_sv"``: only the hue rotation / only the saturation and
+            value scaling of ``"swap"``. ``"random"``: each object's hue rotated by ``rng.uniform(0.25, 0.75)``
+            turns, in order of class index.
+        rng: The generator of ``"random"`` (unused by the others).
 
     Returns:
         A new ``(S, S, 3)`` float32 canvas.
@@ -630,9 +633,11 @@ def recolor_objects(
         else:
             name = spec.class_names[value - 1]
             (h_a, s_a, v_a), (h_b, s_b, v_b) = palettes[name], palettes[swap[name]]
-            hsv[:, 0] += h_b - h_a
-            hsv[:, 1] = np.clip(hsv[:, 1] * (s_b / s_a), 0.0, 1.0)
-            hsv[:, 2] = np.clip(hsv[:, 2] * (v_b / v_a), 0.0, 1.0)
+            if recolor != "swap_sv":
+                hsv[:, 0] += h_b - h_a
+            if recolor != "swap_hue":
+                hsv[:, 1] = np.clip(hsv[:, 1] * (s_b / s_a), 0.0, 1.0)
+                hsv[:, 2] = np.clip(hsv[:, 2] * (v_b / v_a), 0.0, 1.0)
         out[inside] = (_hsv_to_rgb(hsv) * 255.0).astype(np.float32)
     return out
 
