@@ -303,8 +303,9 @@ def test_swap_halves_change_hue_or_saturation_and_value_only_and_compose_to_swap
 def test_bad_recolor_arguments_raise_naming_them():
     with pytest.raises(ValueError, match="sepia"):
         make_split("objects", "test", 2, recolor="sepia")  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match="'shapes' has none"):
-        make_split("shapes", "test", 2, recolor="swap")
+    for recolor in ("swap", "swap_hue", "swap_sv"):
+        with pytest.raises(ValueError, match=f"recolor='{recolor}' needs a preset with a palette_swap; 'shapes' has"):
+            make_split("shapes", "test", 2, recolor=recolor)  # type: ignore[arg-type]
     assert len(list(make_split("shapes", "test", 2, 32, recolor="random"))) == 2
     with pytest.raises(ValueError, match="derangement"):
         SyntheticSpec(
