@@ -27,6 +27,7 @@ from groupvit.cli.shipped_model import (
     resolve_model,
     run_config_path,
 )
+from groupvit.data.synthetic import RECOLORS
 from groupvit.evaluation.benchmark import (
     SyntheticBenchmark,
     aggregate_results,
@@ -64,7 +65,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--probes",
         default=",".join(PROTOCOL.probes),
-        help="recoloured test splits to score: swap, random, swap_hue, swap_sv (the two halves of swap)",
+        help=f"recoloured test splits to score, some of {', '.join(RECOLORS)} (swap_hue, swap_sv: the halves of swap)",
     )
     parser.add_argument(
         "--num_color_train",
