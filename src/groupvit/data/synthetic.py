@@ -64,7 +64,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 import numpy as np
 from PIL import Image
@@ -96,19 +96,19 @@ __all__ = [
     "write_webdataset_shards",
 ]
 
-SPLITS: tuple[str, ...] = ("train", "validation", "test")
-VARIANTS: tuple[str, ...] = ("standard", "shifted")
-_SPLIT_IDS = {"train": 0, "validation": 1, "test": 2}
-_SPLIT_VARIANTS = {"train": "standard", "validation": "standard", "test": "shifted"}
-
-RECOLORS: tuple[str, ...] = ("swap", "random", "swap_hue", "swap_sv")
-RECOLOR_STREAM = 7919
-"""Last seed word of the random stream of ``recolor="random"`` (after ``(seed..., index)``)."""
-
 SeedLike = int | Sequence[int]
 Split = Literal["train", "validation", "test"]
 Variant = Literal["standard", "shifted"]
 Recolor = Literal["swap", "random", "swap_hue", "swap_sv"]
+
+SPLITS: tuple[str, ...] = get_args(Split)
+VARIANTS: tuple[str, ...] = get_args(Variant)
+_SPLIT_IDS = {"train": 0, "validation": 1, "test": 2}
+_SPLIT_VARIANTS = {"train": "standard", "validation": "standard", "test": "shifted"}
+
+RECOLORS: tuple[str, ...] = get_args(Recolor)
+RECOLOR_STREAM = 7919
+"""Last seed word of the random stream of ``recolor="random"`` (after ``(seed..., index)``)."""
 
 # Fixed tar header fields so that shards are byte-identical across runs and machines.
 _TAR_MTIME = 0
