@@ -18,13 +18,10 @@ it). Real img2dataset shards hold larger JPEGs (256-512 px) than these, so decod
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime
 import io
-import json
 import math
 import os
-import platform
 import random
 import statistics
 import sys
@@ -38,6 +35,7 @@ import webdataset as wds
 from PIL import Image
 from torch.utils.data import DataLoader
 
+from _report import cpu_name, write_report
 from groupvit.cli import argument_parser
 from groupvit.data.collate import ImageTextCollator
 from groupvit.data.streams import ImageTextStream, decode_caption, decode_image, webdataset_source
@@ -63,14 +61,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.num_samples = args.num_samples or (64 if args.quick else 512)
     args.workers = [int(w) for w in args.workers.split(",")]
     return args
-
-
-def cpu_name() -> str:
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
 
 
 def stage_rates(args: argparse.Namespace, pattern: str, transform: Any, collator: ImageTextCollator) -> dict:
@@ -164,10 +154,7 @@ def main(argv: list[str] | None = None) -> int:
         needed = math.ceil(args.gpu_samples_per_s / per_worker)
         report["workers_needed"] = needed
         print(f"a GPU at {args.gpu_samples_per_s:.0f} samples/s needs about {needed} workers")
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(report, indent=2) + "\n")
-        print(f"wrote {args.out}")
+    write_report(report, args.out)
     return 0
 
 

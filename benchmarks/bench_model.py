@@ -30,7 +30,6 @@ import datetime
 import gc
 import json
 import os
-import platform
 import resource
 import statistics
 import subprocess
@@ -48,6 +47,7 @@ import transformers
 from torch.utils.flop_counter import FlopCounterMode
 
 import groupvit
+from _report import cpu_name, write_report
 from groupvit.cli import argument_parser
 
 # dense bf16 tensor-core peaks (FLOP/s); the first name contained in the device name wins
@@ -425,13 +425,7 @@ def device_name(device: torch.device) -> str:
     """The GPU's name, or the CPU model with its core and thread counts."""
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    name = platform.processor() or platform.machine()
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                name = line.split(":", 1)[1].strip()
-                break
-    return f"{name} ({os.cpu_count()} cores, {torch.get_num_threads()} torch threads)"
+    return f"{cpu_name()} ({os.cpu_count()} cores, {torch.get_num_threads()} torch threads)"
 
 
 def peak_flops(name: str) -> float | None:
@@ -566,10 +560,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"memory: done ({time.perf_counter() - started:.0f} s)", flush=True)
     report["wall_s"] = time.perf_counter() - started
     print_table(report)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(report, indent=2) + "\n")
-        print(f"wrote {args.out}")
+    write_report(report, args.out)
     return 0
 
 

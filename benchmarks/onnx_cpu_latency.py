@@ -13,30 +13,19 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import sys
 import tempfile
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
 import torch
 
 import groupvit
+from _report import cpu_name, write_report
 from groupvit.cli import argument_parser
 from groupvit.segmentation.onnx import export_onnx
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def _time(function: Callable[[], object], warmup: int, repeats: int) -> list[float]:
@@ -121,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
         "weights": "random",
         "image_size": args.image_size,
         "dtype": "float32",
-        "cpu": _cpu_name(),
+        "cpu": cpu_name(),
         "cpu_count": os.cpu_count(),
         "pytorch": {"mode": "eager, inference_mode", "attn_implementation": model.config._attn_implementation},
         "onnxruntime": {"opset": export.metadata["opset"], "graph_optimization": "ORT_ENABLE_ALL (default)"},
@@ -136,9 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     text = json.dumps(results, indent=2)
     print(text)
-    if args.output:
-        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.output).write_text(text + "\n", encoding="utf-8")
+    write_report(results, args.output)
     return 0
 
 

@@ -137,8 +137,11 @@ def test_bf16_autocast_loss_is_close_to_float32(batch):
     assert all(p.grad is None or torch.isfinite(p.grad).all() for p in model.parameters())
 
 
+_BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
 def _load_script(name: str):
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+    path = _BENCHMARKS / f"{name}.py"
     spec = importlib.util.spec_from_file_location(f"benchmarks_{name}", path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses look their module up there
@@ -146,8 +149,9 @@ def _load_script(name: str):
     return module
 
 
-def test_benchmark_scripts_run(tmp_path):
+def test_benchmark_scripts_run(tmp_path, monkeypatch):
     """Smoke runs of benchmarks/bench_model.py and bench_data.py (tiny preset, few samples) that check their JSON."""
+    monkeypatch.syspath_prepend(str(_BENCHMARKS))  # where the scripts find `_report`, as when run as scripts
     out = tmp_path / "model.json"
     argv = ["--quick", "--device", "cpu", "--cases", "train,seg", "--repeats", "2", "--warmup", "0", "--out", str(out)]
     assert _load_script("bench_model").main(argv) == 0
