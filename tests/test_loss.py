@@ -519,3 +519,33 @@ def test_dense_noun_terms_need_their_teacher_and_the_patch_tokens():
     assert all(p.grad is None for p in model.parameters())
     result.terms["group_distill"].backward()
     assert model.visual_projection[0].weight.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize(("backprop", "image", "text"), [("head", False, False), ("image", True, False),
+                                                         ("image_text", True, True)])  # fmt: skip
+def test_dense_noun_backprop_trains_the_towers_it_names(backprop, image, text):
+    config = tiny_config()
+    model = groupvit.GroupViTModel(config)
+    batch = {
+        "pixel_values": torch.randn(2, 3, config.vision_config.image_size, config.vision_config.image_size),
+        "input_ids": torch.tensor([[49406, 320, 49407], [49406, 321, 49407]]),
+        "prompt_input_ids": torch.tensor([[[49406, 320, 49407]], [[49406, 321, 49407]]]),
+        "prompt_noun_ids": torch.tensor([[3], [4]]),
+        "caption_noun_ids": torch.tensor([[3, -1], [4, -1]]),
+    }
+    arguments = LossArguments(
+        itc_weight=0.0, multi_label_weight=0.0, dense_noun_weight=2.0, dense_noun_backprop=backprop
+    )
+    hidden, projection = config.vision_config.hidden_size, config.projection_dim
+    loss = GroupViTPretrainingLoss.from_arguments(arguments, 1, 0, hidden, projection)
+    assert loss.weights == {"dense_noun": 2.0}  # itc_weight=0: the image-text term is not computed at all
+    loss.bind(model)
+    result = loss(model, model(**loss.model_inputs(batch)), batch)
+    assert result.loss.item() == pytest.approx(2.0 * result.terms["dense_noun"].item())
+    result.loss.backward()
+    patch_embedding = model.vision_model.embeddings.patch_embeddings.projection.weight
+    assert (patch_embedding.grad is not None) == image
+    assert (model.text_model.embeddings.token_embedding.weight.grad is not None) == text
+    # what no term reads gets no gradient: the later vision stages and the image-text temperature
+    assert model.logit_scale.grad is None
+    assert all(p.grad is None for p in model.vision_model.encoder.stages[-1].parameters())

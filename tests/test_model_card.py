@@ -217,7 +217,14 @@ def test_card_says_when_the_default_augmentation_was_turned_off():
 @pytest.fixture(scope="module")
 def synthetic_run() -> tuple[dict, ModelCard]:
     config = _run_config(
-        data={"source": "synthetic", "synthetic_preset": "shapes", "synthetic_num_samples": 1234, "synthetic_seed": 7},
+        data={
+            "source": "synthetic",
+            "synthetic_preset": "shapes",
+            "synthetic_num_samples": 1234,
+            "synthetic_seed": 7,
+            "synthetic_recolor": "jitter",
+            "synthetic_recolor_share": 0.5,
+        },
         init_from="me/groupvit-base",
         eval_steps=20,
         eval_num_samples=96,
@@ -245,6 +252,7 @@ def test_synthetic_run_card(synthetic_run):
     text = card.text
     # data: the preset and its size, no Hub dataset
     assert "preset `shapes`, 1234 training samples, seed 7" in text
+    assert "A share of 0.5 of the training images has its objects recoloured (`jitter`)" in text
     assert "datasets" not in metadata and "Datasets:" not in text
     # base_model from init_from (a Hub id)
     assert metadata["base_model"] == "me/groupvit-base"

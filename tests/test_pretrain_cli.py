@@ -85,7 +85,7 @@ def _readme_commands() -> list[list[str]]:
     commands = []
     for line in (ROOT / "README.md").read_text().splitlines():
         if "scripts/pretrain.py" in line and not line.lstrip().startswith(("|", "#")) and "--" in line:
-            words = shlex.split(line)
+            words = shlex.split(line, comments=True)  # as the shell reads it: a trailing "# ..." is a comment
             commands.append(words[words.index("scripts/pretrain.py") + 1 :])
     return commands
 

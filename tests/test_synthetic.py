@@ -6,6 +6,7 @@ import colorsys
 import hashlib
 import io
 import json
+import math
 import re
 import tarfile
 
@@ -275,6 +276,42 @@ def test_recolor_objects_against_colorsys():
         np.testing.assert_allclose(
             rotated[row, col], np.array(colorsys.hsv_to_rgb((h + turn) % 1, s, v)) * 255, atol=1e-3
         )
+
+
+def test_jitter_recolor_against_colorsys():
+    spec = get_spec("objects")
+    canvas = np.zeros((2, 2, 3), np.float32)
+    canvas[0, 0] = (200, 40, 40)
+    canvas[0, 1] = (30, 90, 160)
+    canvas[1] = (70, 80, 90)  # background
+    labels = np.array([[1, 5], [0, 0]], np.uint8)
+    out = recolor_objects(spec, canvas, labels, "jitter", np.random.default_rng(3))
+    draws = np.random.default_rng(3).uniform([0, -0.8, -0.6], [1, 0.8, 0.6], size=(2, 3))  # per object, in order
+    for (row, col), (turn, log_s, log_v) in zip(((0, 0), (0, 1)), draws, strict=True):
+        h, s, v = colorsys.rgb_to_hsv(*(canvas[row, col] / 255.0))
+        expected = colorsys.hsv_to_rgb((h + turn) % 1, min(s * math.exp(log_s), 1.0), min(v * math.exp(log_v), 1.0))
+        np.testing.assert_allclose(out[row, col], np.array(expected) * 255, atol=1e-3)
+    np.testing.assert_array_equal(out[1], canvas[1])
+
+
+def test_a_recolor_share_recolors_a_fixed_part_of_the_split():
+    plain = make_split("objects", "train", 60, 32, seed=2)
+    full = make_split("objects", "train", 60, 32, seed=2, recolor="jitter")
+    half = make_split("objects", "train", 60, 32, seed=2, recolor="jitter", recolor_share=0.5)
+    picked = [half.is_recolored(i) for i in range(60)]
+    assert 18 <= sum(picked) <= 42 and all(full.is_recolored(i) for i in range(60))
+    assert not any(plain.is_recolored(i) for i in range(60))
+    for i, recolored in enumerate(picked):
+        # a picked sample is the fully recoloured split's, any other the plain split's, byte for byte
+        assert half[i].image.tobytes() == (full if recolored else plain)[i].image.tobytes()
+        assert half[i].caption == plain[i].caption
+    assert picked == [make_split("objects", "train", 60, 32, seed=2, recolor="jitter", recolor_share=0.5)
+                      .is_recolored(i) for i in range(60)]  # fmt: skip
+    assert half.info()["recolor_share"] == 0.5 and "recolor_share=0.5" in repr(half)
+    with pytest.raises(ValueError, match=r"recolor_share must be in \(0, 1\], got 1.5"):
+        make_split("objects", "train", 2, recolor="jitter", recolor_share=1.5)
+    with pytest.raises(ValueError, match="recolor_share=0.5 needs a recolor mode"):
+        make_split("objects", "train", 2, recolor_share=0.5)
 
 
 def test_swap_halves_change_hue_or_saturation_and_value_only_and_compose_to_swap():

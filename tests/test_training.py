@@ -68,6 +68,17 @@ def test_config_file_and_overrides(tmp_path):
         ({"data.rand_augment": "autoaug-v0"}, "data.rand_augment: a RandAugment policy looks like"),
         ({"data.rand_augment": "rand-m12"}, "magnitude must be in"),
         ({"data.random_erasing": 1.5}, "data.random_erasing=1.5 is out of range"),
+        ({"loss.itc_weight": -1.0}, "loss.itc_weight must be finite and >= 0"),
+        ({"loss.itc_weight": 0.0, "loss.multi_label_weight": 0.0}, "loss.itc_weight=0 leaves no term"),
+        ({"loss.itc_weight": 0.0, "data.num_prompt_nouns": 0}, "loss.itc_weight=0 leaves no term"),
+        ({"loss.dense_noun_backprop": "image"}, "loss.dense_noun_backprop='image' would be ignored"),
+        ({"loss.dense_noun_backprop": "text"}, "loss.dense_noun_backprop='text' is not one of"),
+        ({"data.synthetic_recolor_share": 0.5}, "data.synthetic_recolor_share=0.5 would be ignored"),
+        ({"data.synthetic_recolor": "sepia"}, "data.synthetic_recolor='sepia' is unknown"),
+        (
+            {"data.synthetic_recolor": "jitter", "data.synthetic_recolor_share": 0.0},
+            r"data.synthetic_recolor_share=0.0 is invalid; allowed: \(0, 1\]",
+        ),
         (
             {"data.multiscale_sizes": [16, 48]},
             r"data.multiscale_sizes=\[16, 48\]: \[48\] outside \[8, data.image_size=32\]",
@@ -434,6 +445,29 @@ def test_region_terms_train_end_to_end_from_an_earlier_run(tmp_path):
     assert not any("patch_head" in name for name in model.state_dict())
 
 
+def test_synthetic_recolor_settings_reach_the_training_split():
+    # the training stream's images are the recoloured split's: the setting is never dropped on the way
+    from groupvit.data.streams import StreamPosition
+    from groupvit.data.synthetic import make_split
+
+    overrides = {"data.synthetic_num_samples": 40, "data.synthetic_recolor": "jitter"}
+    processor = groupvit.GroupViTProcessor.from_bundled(image_size=32)
+    expected = {}
+    for share in (1.0, 0.5):
+        config = load_training_config(TINY_RUN, {**overrides, "data.synthetic_recolor_share": share})
+        validate_config(config)
+        stream, _ = training.build_train_stream(config, processor)
+        data = config.data
+        split = make_split(
+            data.synthetic_preset, "train", 40, data.synthetic_image_size, data.synthetic_seed, "jitter", share
+        )
+        position = StreamPosition(seed=0, epoch=0, rank=0, world=1, worker=0, num_workers=1)
+        images = {image.tobytes() for image, _ in stream.source(position, None)}
+        assert images == {sample.image.tobytes() for sample in split}
+        expected[share] = sum(split.is_recolored(i) for i in range(40))
+    assert expected[1.0] == 40 and 10 < expected[0.5] < 30
+
+
 def test_demo_recipe_stages_chain():
     folder = ROOT / "src" / "groupvit" / "resources" / "demo"
     stage1 = load_training_config(str(folder / "run.yaml"))
@@ -466,6 +500,31 @@ def test_demo_recipe_stages_chain():
     validate_config(quick)
     assert quick.init_from == stage1.output_dir and quick.model_preset == stage1.model_preset
     assert quick.loss.multi_label_group_pooling == "max" and quick.loss.group_distill_weight > 0
+
+
+def test_the_shape_first_variant_is_the_shipped_recipe_with_its_overlay():
+    folder = ROOT / "src" / "groupvit" / "resources" / "demo"
+    names = ("run.yaml", "run_stage2.yaml", "run_stage3.yaml", "run_stage4.yaml")
+    stage0 = load_training_config(str(folder / "shape" / "run_stage0.yaml"))
+    validate_config(stage0)
+    assert stage0.init_from is None and stage0.output_dir == "runs/shape-stage0"
+    assert (stage0.loss.itc_weight, stage0.loss.multi_label_weight, stage0.loss.group_diversity_weight) == (0, 0, 0)
+    assert (stage0.loss.dense_noun_weight, stage0.loss.dense_noun_backprop) == (1.0, "image_text")
+    previous = stage0.output_dir
+    for name in names:
+        shipped = load_training_config(str(folder / name))
+        shape = load_training_config(str(folder / "shape" / name))
+        validate_config(shape)
+        assert shape.init_from == previous, name  # each stage starts from the one before, stage 1 from stage 0
+        previous = shape.output_dir
+        loss = dataclasses.replace(shipped.loss, dense_noun_weight=1.0, dense_noun_backprop="image")
+        data = dataclasses.replace(shipped.data, synthetic_recolor="jitter", synthetic_recolor_share=0.5)
+        assert (shape.loss, shape.data) == (loss, data), name
+        assert dataclasses.replace(shape, loss=loss, data=data, output_dir="", init_from=None) == dataclasses.replace(
+            shipped, loss=loss, data=data, output_dir="", init_from=None
+        ), name
+    stage1 = load_training_config(str(folder / "shape" / "run.yaml"))
+    assert stage0.data == stage1.data  # the same half of the images recoloured from the start
 
 
 def _write(path: Path, text: str) -> str:
@@ -510,6 +569,18 @@ def test_a_run_file_extends_its_base_key_by_key(tmp_path):
     assert (
         load_training_config(child, {"data.num_workers": 0, "loss.group_diversity_weight": 2.0}).data.num_workers == 0
     )
+
+
+def test_a_run_file_extends_several_bases_in_order(tmp_path):
+    _write(tmp_path / "stage.yaml", "output_dir: runs/one\nmax_steps: 600\nloss: {dense_noun_weight: 1.0}\n")
+    _write(tmp_path / "overlay.yaml", "max_steps: 700\nloss: {dense_noun_backprop: image}\ndata: {hflip: 0.1}\n")
+    child = _write(tmp_path / "child.yaml", "base: [stage.yaml, overlay.yaml]\noutput_dir: runs/two\n")
+    config = load_training_config(child)
+    # later bases win key by key, mappings merge, the file's own values come last
+    assert (config.output_dir, config.max_steps, config.data.hflip) == ("runs/two", 700, 0.1)
+    assert (config.loss.dense_noun_weight, config.loss.dense_noun_backprop) == (1.0, "image")
+    with pytest.raises(ValueError, match="names no output_dir of its own"):
+        load_training_config(_write(tmp_path / "bad.yaml", "base: [overlay.yaml, stage.yaml]\n"))
 
 
 def test_paper_augmentation_is_the_default_and_the_demo_recipe_runs_without_it():
@@ -590,7 +661,9 @@ def test_the_demo_recipe_files_resolve_to_the_runs_that_were_measured():
 @pytest.mark.parametrize(
     ("text", "error", "message"),
     [
-        ("base: [a.yaml]\noutput_dir: runs/x\n", TypeError, "base=['a.yaml']"),
+        ("base: [base.yaml, 3]\noutput_dir: runs/x\n", TypeError, "base=['base.yaml', 3]"),
+        ("base: []\noutput_dir: runs/x\n", TypeError, "base=[]"),
+        ("base: [base.yaml, missing.yaml]\noutput_dir: runs/x\n", ValueError, "base='missing.yaml'"),
         ("base: missing.yaml\noutput_dir: runs/x\n", ValueError, "no run file at"),
         ("base: base.yaml\n", ValueError, "names no output_dir of its own"),
         ("base: base.yaml\noutput_dir: runs/x\nloss:\n", ValueError, "loss=None"),

@@ -43,6 +43,11 @@ with every object's colours changed after drawing (background pixels are untouch
   drawn from its own stream ``(seed, index, RECOLOR_STREAM)``, so the standard draws are unchanged.
 * ``"swap_hue"`` / ``"swap_sv"`` – the two halves of ``"swap"``: only its hue rotation, or only its saturation and
   value scaling (applied one after the other they give ``"swap"``). They tell which colour cue a model reads.
+* ``"jitter"`` – every object gets a random hue (rotated by up to a full turn), and its saturation and value scaled by
+  ``exp(U(-0.8, 0.8))`` and ``exp(U(-0.6, 0.6))``, from the same stream as ``"random"``. A training augmentation
+  (``data.synthetic_recolor`` with ``data.synthetic_recolor_share``): colour stops naming the category, so shape has
+  to; ``recolor_share`` picks which samples of a split are recoloured (stream ``(seed, index,
+  RECOLOR_SHARE_STREAM)``).
 
 A model that learned the categories' shapes keeps segmenting them; one that learned colours does not.
 
@@ -76,6 +81,7 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "RECOLORS",
+    "RECOLOR_SHARE_STREAM",
     "RECOLOR_STREAM",
     "SPLITS",
     "VARIANTS",
@@ -99,7 +105,7 @@ __all__ = [
 SeedLike = int | Sequence[int]
 Split = Literal["train", "validation", "test"]
 Variant = Literal["standard", "shifted"]
-Recolor = Literal["swap", "random", "swap_hue", "swap_sv"]
+Recolor = Literal["swap", "random", "swap_hue", "swap_sv", "jitter"]
 
 SPLITS: tuple[str, ...] = get_args(Split)
 VARIANTS: tuple[str, ...] = get_args(Variant)
@@ -108,7 +114,9 @@ _SPLIT_VARIANTS = {"train": "standard", "validation": "standard", "test": "shift
 
 RECOLORS: tuple[str, ...] = get_args(Recolor)
 RECOLOR_STREAM = 7919
-"""Last seed word of the random stream of ``recolor="random"`` (after ``(seed..., index)``)."""
+"""Last seed word of the random stream of ``recolor="random"`` and ``"jitter"`` (after ``(seed..., index)``)."""
+RECOLOR_SHARE_STREAM = 104729
+"""Last seed word of the stream that picks a split's recoloured samples when ``recolor_share < 1``."""
 
 # Fixed tar header fields so that shards are byte-identical across runs and machines.
 _TAR_MTIME = 0
@@ -459,6 +467,8 @@ class SyntheticSplit(Sequence[SyntheticSample]):
         seed: Seed words of the split stream (see :func:`split_seed`).
         variant: ``"standard"`` for train/validation, ``"shifted"`` for test.
         recolor: None, or how the objects are recoloured (one of :data:`RECOLORS`).
+        recolor_share: Share of the samples that are recoloured (1: all); which ones depends on the seed and the index
+            only.
     """
 
     def __init__(
@@ -469,8 +479,13 @@ class SyntheticSplit(Sequence[SyntheticSample]):
         image_size: int,
         base_seed: int,
         recolor: Recolor | None = None,
+        recolor_share: float = 1.0,
     ) -> None:
         _check_recolor(spec, recolor)
+        if not 0.0 < recolor_share <= 1.0:
+            raise ValueError(f"recolor_share must be in (0, 1], got {recolor_share!r}")
+        if recolor is None and recolor_share != 1.0:
+            raise ValueError(f"recolor_share={recolor_share!r} needs a recolor mode; recolor is None")
         self.spec = spec
         self.split = split
         self.num_samples = int(num_samples)
@@ -479,6 +494,7 @@ class SyntheticSplit(Sequence[SyntheticSample]):
         self.seed = split_seed(base_seed, split)
         self.variant: Variant = _SPLIT_VARIANTS[split]  # type: ignore[assignment]
         self.recolor = recolor
+        self.recolor_share = float(recolor_share)
 
     def __len__(self) -> int:
         return self.num_samples
@@ -496,9 +512,17 @@ class SyntheticSplit(Sequence[SyntheticSample]):
         for i in range(self.num_samples):
             yield self._sample(i)
 
+    def is_recolored(self, index: int) -> bool:
+        """Whether sample ``index`` is drawn recoloured (always, when ``recolor_share`` is 1)."""
+        if self.recolor is None or self.recolor_share >= 1.0:
+            return self.recolor is not None
+        pick = np.random.default_rng([*_seed_words(self.seed), int(index), RECOLOR_SHARE_STREAM]).random()
+        return bool(pick < self.recolor_share)
+
     def _sample(self, index: int) -> SyntheticSample:
+        recolor = self.recolor if self.is_recolored(index) else None
         return generate_sample(
-            self.spec, index, seed=self.seed, image_size=self.image_size, variant=self.variant, recolor=self.recolor
+            self.spec, index, seed=self.seed, image_size=self.image_size, variant=self.variant, recolor=recolor
         )
 
     def info(self) -> dict[str, Any]:
@@ -512,10 +536,13 @@ class SyntheticSplit(Sequence[SyntheticSample]):
             "seed": list(self.seed),
             "class_names": list(self.spec.class_names),
             "recolor": self.recolor,
+            "recolor_share": self.recolor_share,
         }
 
     def __repr__(self) -> str:
         recolor = f", recolor={self.recolor!r}" if self.recolor else ""
+        if self.recolor_share < 1.0:
+            recolor += f", recolor_share={self.recolor_share!r}"
         return (
             f"SyntheticSplit(preset={self.spec.name!r}, split={self.split!r}, num_samples={self.num_samples}, "
             f"image_size={self.image_size}, seed={self.seed}{recolor})"
@@ -529,6 +556,7 @@ def make_split(
     image_size: int = 64,
     seed: int = 0,
     recolor: Recolor | None = None,
+    recolor_share: float = 1.0,
 ) -> SyntheticSplit:
     """Create a lazy split of a preset.
 
@@ -543,7 +571,8 @@ def make_split(
         image_size: Image side length in pixels.
         seed: Base seed shared by the three splits of one dataset.
         recolor: None, or one of :data:`RECOLORS`: the same split with the objects recoloured (the objectness
-            probe; see :func:`recolor_objects`).
+            probe; see :func:`recolor_objects`), or ``"jitter"``, the training augmentation.
+        recolor_share: Share of the samples that are recoloured (see :meth:`SyntheticSplit.is_recolored`).
 
     Returns:
         A :class:`SyntheticSplit` (a ``Sequence[SyntheticSample]``).
@@ -558,7 +587,7 @@ def make_split(
         raise ValueError(f"Unknown split {split!r}; expected one of {SPLITS}")
     if num_samples < 0:
         raise ValueError(f"num_samples must be >= 0, got {num_samples}")
-    return SyntheticSplit(get_spec(spec), split, num_samples, image_size, seed, recolor)
+    return SyntheticSplit(get_spec(spec), split, num_samples, image_size, seed, recolor, recolor_share)
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -613,16 +642,17 @@ def recolor_objects(
             rotated by ``hue_b - hue_a``, saturation and value scaled by ``sat_b / sat_a`` and ``val_b / val_a``
             (``spec.palettes``). ``"swap_hue"`` / ``"swap_sv"``: only the hue rotation / only the saturation and
             value scaling of ``"swap"``. ``"random"``: each object's hue rotated by ``rng.uniform(0.25, 0.75)``
-            turns, in order of class index.
-        rng: The generator of ``"random"`` (unused by the others).
+            turns, in order of class index. ``"jitter"``: each object's hue rotated by ``rng.uniform(0, 1)`` turns,
+            its saturation and value scaled by ``exp(rng.uniform(-0.8, 0.8))`` and ``exp(rng.uniform(-0.6, 0.6))``.
+        rng: The generator of ``"random"`` and ``"jitter"`` (unused by the others).
 
     Returns:
         A new ``(S, S, 3)`` float32 canvas.
     """
     spec = get_spec(spec)
     _check_recolor(spec, recolor)
-    if recolor == "random" and rng is None:
-        raise ValueError("recolor='random' needs an rng")
+    if recolor in ("random", "jitter") and rng is None:
+        raise ValueError(f"recolor={recolor!r} needs an rng")
     palettes, swap = dict(spec.palettes), dict(spec.palette_swap)
     out = np.asarray(canvas, dtype=np.float32).copy()
     for value in sorted(set(np.unique(labels).tolist()) - {0}):
@@ -630,6 +660,10 @@ def recolor_objects(
         hsv = _rgb_to_hsv(np.clip(out[inside], 0, 255).astype(np.float64) / 255.0)
         if recolor == "random":
             hsv[:, 0] += float(rng.uniform(0.25, 0.75))  # type: ignore[union-attr]
+        elif recolor == "jitter":
+            hsv[:, 0] += float(rng.uniform(0.0, 1.0))  # type: ignore[union-attr]
+            hsv[:, 1] = np.clip(hsv[:, 1] * math.exp(rng.uniform(-0.8, 0.8)), 0.0, 1.0)  # type: ignore[union-attr]
+            hsv[:, 2] = np.clip(hsv[:, 2] * math.exp(rng.uniform(-0.6, 0.6)), 0.0, 1.0)  # type: ignore[union-attr]
         else:
             name = spec.class_names[value - 1]
             (h_a, s_a, v_a), (h_b, s_b, v_b) = palettes[name], palettes[swap[name]]

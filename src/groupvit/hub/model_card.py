@@ -83,7 +83,14 @@ _NONE_MEANS_OFF = ("data.rand_augment",)
 # Data settings of `groupvit.training.config.DataArguments` that only apply to one `data.source`: the others are left
 # out of the card (a webdataset run did not use `synthetic_preset`).
 _SOURCE_SETTINGS = {
-    "synthetic": ("synthetic_preset", "synthetic_num_samples", "synthetic_seed", "synthetic_image_size"),
+    "synthetic": (
+        "synthetic_preset",
+        "synthetic_num_samples",
+        "synthetic_seed",
+        "synthetic_image_size",
+        "synthetic_recolor",
+        "synthetic_recolor_share",
+    ),
     "webdataset": ("train_shards", "resampled"),
     "hf": ("dataset", "split", "streaming", "image_column", "text_column"),
 }
@@ -336,6 +343,12 @@ def _data_description(data: Mapping[str, Any]) -> tuple[str, tuple[str, ...]]:
             f"{data.get('synthetic_image_size')} px images): procedurally drawn objects on drawn backgrounds with "
             "template captions, no real photographs. The generator also draws masks; training never reads them."
         )
+        if data.get("synthetic_recolor"):
+            share = data.get("synthetic_recolor_share", 1.0)
+            text += (
+                f" A share of {share:g} of the training images has its objects recoloured "
+                f"(`{data['synthetic_recolor']}`), so that colour does not name the category."
+            )
         return text, ()
     if source == "webdataset":
         patterns = _shard_patterns(data.get("train_shards"))

@@ -40,6 +40,10 @@ class DataArguments:
         synthetic_num_samples: Size of the synthetic training split.
         synthetic_seed: Base seed of the synthetic dataset.
         synthetic_image_size: Side of the generated images.
+        synthetic_recolor: None, or a recolouring of the synthetic training objects (`"jitter"`: random hue,
+            saturation and value per object; any of `groupvit.data.synthetic.RECOLORS`): colour stops naming the
+            category, so shape has to (not in the paper; the demo recipe's).
+        synthetic_recolor_share: Share of the training samples drawn recoloured (needs `synthetic_recolor`).
         image_size: Training crop size fed to the model.
         multiscale_sizes: Further sizes the steps cycle through: step `s` trains at
             `[image_size, *multiscale_sizes][s % n]`, each batch downscaled from its `image_size` crops (antialiased
@@ -70,6 +74,8 @@ class DataArguments:
     synthetic_num_samples: int = 20000
     synthetic_seed: int = 0
     synthetic_image_size: int = 64
+    synthetic_recolor: str | None = None
+    synthetic_recolor_share: float = 1.0
     image_size: int = 224
     multiscale_sizes: list[int] = field(default_factory=list)
     crop_scale: tuple[float, float] = (0.08, 1.0)
@@ -107,9 +113,11 @@ class DataArguments:
 
 @dataclass
 class LossArguments:
-    """The training objective (`groupvit.training.losses.GroupViTPretrainingLoss`); the ITC term always has weight 1.
+    """The training objective (`groupvit.training.losses.GroupViTPretrainingLoss`).
 
     Args:
+        itc_weight: Weight of the image-text contrastive loss (paper: 1; 0 turns it off, as the demo recipe's first
+            stage, which trains on the dense_noun term alone).
         multi_label_weight: Weight of the paper's multi-label contrastive loss (0, or `data.num_prompt_nouns=0`,
             turns it off).
         multi_label_target: `"instance"` (paper: a prompt is positive only for its own image) or `"semantic"` (also
@@ -122,12 +130,16 @@ class LossArguments:
             0 disables it): a teacher head learns which caption noun each patch shows (`DenseNounTerm`).
         dense_noun_top_k: Patches pooled per noun and image by that term.
         dense_noun_logit_scale_init: Initial raw temperature of that term's patch-noun similarities.
+        dense_noun_backprop: What that term trains besides its own head: `"head"` (nothing: a teacher that reads the
+            detached patch tokens and prompts), `"image"` (also the vision tower, through the patch tokens) or
+            `"image_text"` (also the text tower, through the noun prompts).
         group_distill_weight: Weight of the distillation of the teacher's patch posteriors into the final groups'
             label distributions (needs `dense_noun_weight > 0`).
         group_purity_weight: Weight of the term asking patches of one teacher class to share a final group (needs
             `dense_noun_weight > 0`).
     """
 
+    itc_weight: float = 1.0
     multi_label_weight: float = 1.0
     multi_label_target: Literal["instance", "semantic"] = "instance"
     multi_label_group_pooling: Literal["mean", "max"] = "mean"
@@ -136,6 +148,7 @@ class LossArguments:
     dense_noun_weight: float = 0.0
     dense_noun_top_k: int = 3
     dense_noun_logit_scale_init: float = 2.6592
+    dense_noun_backprop: Literal["head", "image", "image_text"] = "head"
     group_distill_weight: float = 0.0
     group_purity_weight: float = 0.0
 
@@ -269,12 +282,12 @@ def load_training_config(path: str | None, overrides: dict[str, Any] | None = No
 def read_run_file(
     path: str | Path, require_output_dir: bool = True, _extended_by: tuple[Path, ...] = ()
 ) -> dict[str, Any]:
-    """The values of a YAML or JSON run file, on top of those of the run file its `base:` key names.
+    """The values of a YAML or JSON run file, on top of those of the run file(s) its `base:` key names.
 
-    `base:` is a path relative to the run file's folder; its values come first, the file's own replace them key by
-    key, and mappings (`data`, `loss`, `model_overrides`) merge key by key, so a stage's file lists only what it
-    changes. A file that extends another names its own `output_dir` (two stages writing into one folder would
-    overwrite each other's model); a cycle of bases is refused.
+    `base:` is a path relative to the run file's folder, or a list of them; their values come first (in list order),
+    the file's own replace them key by key, and mappings (`data`, `loss`, `model_overrides`) merge key by key, so a
+    stage's file lists only what it changes. A file that extends another names its own `output_dir` (two stages
+    writing into one folder would overwrite each other's model); a cycle of bases is refused.
     """
     path = Path(path).resolve()
     if path in _extended_by:
@@ -292,16 +305,21 @@ def read_run_file(
     if "base" not in values:
         return values
     base = values.pop("base")
-    if not isinstance(base, str):
-        raise TypeError(f"base={base!r} in {path} must be the path of a run file (relative to {path.parent})")
-    base_path = path.parent / base
-    if not base_path.is_file():
-        raise ValueError(f"base={base!r} in {path}: no run file at {base_path}")
-    inherited = read_run_file(base_path, False, (*_extended_by, path))
+    bases = [base] if isinstance(base, str) else base
+    if not isinstance(bases, list) or not bases or not all(isinstance(b, str) for b in bases):
+        raise TypeError(
+            f"base={base!r} in {path} must be the path of a run file, or a list of them (relative to {path.parent})"
+        )
+    inherited: dict[str, Any] = {}
+    for name in bases:
+        base_path = path.parent / name
+        if not base_path.is_file():
+            raise ValueError(f"base={name!r} in {path}: no run file at {base_path}")
+        inherited = _merge(inherited, read_run_file(base_path, False, (*_extended_by, path)), str(base_path))
     if require_output_dir and "output_dir" in inherited and "output_dir" not in values:
         raise ValueError(
-            f"{path} extends {base_path} but names no output_dir of its own; it would write into the base run's "
-            f"folder {inherited['output_dir']!r}"
+            f"{path} extends {', '.join(bases)} but names no output_dir of its own; it would write into the base "
+            f"run's folder {inherited['output_dir']!r}"
         )
     return _merge(inherited, values, str(path))
 
@@ -446,6 +464,27 @@ def _check_model_overrides(overrides: dict[str, Any], model_preset: str) -> None
     GroupViTConfig.from_preset(model_preset, **overrides)  # the config's own value checks
 
 
+def _check_synthetic_recolor(data: DataArguments) -> None:
+    from groupvit.data.synthetic import RECOLORS
+
+    if data.synthetic_recolor is None:
+        if data.synthetic_recolor_share != 1.0:
+            raise ValueError(
+                f"data.synthetic_recolor_share={data.synthetic_recolor_share!r} would be ignored: "
+                "data.synthetic_recolor is None"
+            )
+        return
+    if data.source != "synthetic":
+        raise ValueError(
+            f"data.synthetic_recolor={data.synthetic_recolor!r} would be ignored: data.source is {data.source!r}, "
+            "not 'synthetic'"
+        )
+    if data.synthetic_recolor not in RECOLORS:
+        raise ValueError(f"data.synthetic_recolor={data.synthetic_recolor!r} is unknown; allowed: {RECOLORS}")
+    if not 0 < data.synthetic_recolor_share <= 1:
+        raise ValueError(f"data.synthetic_recolor_share={data.synthetic_recolor_share!r} is invalid; allowed: (0, 1]")
+
+
 def validate_config(config: TrainingConfig, num_processes: int = 1) -> None:
     """Fail at start, with the offending field, its value and the allowed range, on settings that would fail later.
 
@@ -462,11 +501,25 @@ def validate_config(config: TrainingConfig, num_processes: int = 1) -> None:
             f"allowed: [0, learning_rate]"
         )
     _check_model_overrides(config.model_overrides, config.model_preset)
-    weights = ("multi_label", "group_diversity", "dense_noun", "group_distill", "group_purity")
+    weights = ("itc", "multi_label", "group_diversity", "dense_noun", "group_distill", "group_purity")
     for name in (f"{term}_weight" for term in weights):
         value = getattr(config.loss, name)
         if value < 0:  # finiteness: `_check_fields`
             raise ValueError(f"loss.{name} must be finite and >= 0, got {value!r}")
+    loss = config.loss
+    if (
+        loss.itc_weight == 0
+        and loss.dense_noun_weight == 0
+        and (loss.multi_label_weight == 0 or config.data.num_prompt_nouns == 0)
+    ):
+        raise ValueError(
+            "loss.itc_weight=0 leaves no term that aligns images with text: set loss.itc_weight, "
+            "loss.multi_label_weight (with data.num_prompt_nouns >= 1) or loss.dense_noun_weight above 0"
+        )
+    if loss.dense_noun_backprop != "head" and loss.dense_noun_weight == 0:
+        raise ValueError(
+            f"loss.dense_noun_backprop={loss.dense_noun_backprop!r} would be ignored: loss.dense_noun_weight is 0"
+        )
     if config.loss.dense_noun_weight > 0 and config.data.num_prompt_nouns == 0:
         raise ValueError("loss.dense_noun_weight > 0 needs noun prompts: data.num_prompt_nouns must be >= 1, got 0")
     for name in ("group_distill_weight", "group_purity_weight"):
@@ -476,6 +529,7 @@ def validate_config(config: TrainingConfig, num_processes: int = 1) -> None:
                 "dense_noun term"
             )
     data = config.data
+    _check_synthetic_recolor(data)
     low, high = data.crop_scale
     if not 0 < low <= high <= 1:
         raise ValueError(f"data.crop_scale={tuple(data.crop_scale)!r} is invalid; allowed: 0 < low <= high <= 1")

@@ -486,26 +486,39 @@ class DenseNounTerm(nn.Module):
     Not in the paper. The paper's losses only align pooled image embeddings, so no region is ever asked to carry its
     noun. This term asks every patch token (after the first stage's layers, before grouping: what the groups are made
     of) to pick one of the batch's caption nouns or "no object", and every image's caption nouns to win some patches.
-    The tokens are detached: the head is a teacher that reads the model without steering it; `GroupDistillationTerm`
-    and `GroupPurityTerm` pass what it learns on to the groups that segmentation reads. The noun embeddings are the
-    batch's prompt embeddings, detached (the contrastive terms train the text tower). The head, the learned "no
-    object" embedding and the temperature belong to the loss module: they train and checkpoint with it and are never
-    part of the saved model.
+    By default (``backprop="head"``) the tokens are detached: the head is a teacher that reads the model without
+    steering it; `GroupDistillationTerm` and `GroupPurityTerm` pass what it learns on to the groups that segmentation
+    reads. The noun embeddings are the batch's prompt embeddings, detached (the contrastive terms train the text
+    tower). ``"image"`` lets the gradient reach the vision tower through the patch tokens, ``"image_text"`` the text
+    tower too through the prompts (a run on this term alone: the demo recipe's first stage). The head, the learned
+    "no object" embedding and the temperature belong to the loss module: they train and checkpoint with it and are
+    never part of the saved model.
 
     Args:
         hidden_size: Width of the vision tokens.
         projection_dim: Width of the joint embedding space.
         top_k: Patches pooled per noun and image.
         init_logit_scale: Initial raw temperature of the patch-noun similarities.
+        backprop: ``"head"``, ``"image"`` or ``"image_text"``: what the term trains besides its head (see above).
     """
 
     needs_groupings = False
     needs_prompts = True
     needs_patch_tokens = True
 
-    def __init__(self, hidden_size: int, projection_dim: int, top_k: int, init_logit_scale: float) -> None:
+    def __init__(
+        self,
+        hidden_size: int,
+        projection_dim: int,
+        top_k: int,
+        init_logit_scale: float,
+        backprop: Literal["head", "image", "image_text"] = "head",
+    ) -> None:
         super().__init__()
+        if backprop not in ("head", "image", "image_text"):
+            raise ValueError(f"backprop must be 'head', 'image' or 'image_text', got {backprop!r}")
         self.top_k = top_k
+        self.backprop = backprop
         self.patch_head = nn.Sequential(
             nn.LayerNorm(hidden_size),
             nn.Linear(hidden_size, hidden_size),
@@ -520,8 +533,13 @@ class DenseNounTerm(nn.Module):
             raise ValueError(
                 "the dense_noun loss term needs noun prompts and caption_noun_ids in the batch (data.num_prompt_nouns)"
             )
-        noun_ids, noun_embeds = batch_noun_classes(inputs.prompt_embeds.detach(), inputs.batch["prompt_noun_ids"])
-        patches = F.normalize(self.patch_head(inputs.patch_tokens.detach()), dim=-1)  # (B, N, C)
+        prompts, tokens = inputs.prompt_embeds, inputs.patch_tokens
+        if self.backprop != "image_text":
+            prompts = prompts.detach()
+        if self.backprop == "head":
+            tokens = tokens.detach()
+        noun_ids, noun_embeds = batch_noun_classes(prompts, inputs.batch["prompt_noun_ids"])
+        patches = F.normalize(self.patch_head(tokens), dim=-1)  # (B, N, C)
         classes = torch.cat([noun_embeds.to(patches.dtype), F.normalize(self.no_object, dim=-1)[None]])
         caption_nouns = inputs.batch["caption_noun_ids"].to(noun_ids.device)  # (B, M), -1 padded
         named = (caption_nouns[:, :, None] == noun_ids[None, None, :]).any(dim=1)  # (B, U)
@@ -533,7 +551,7 @@ class DenseNounTerm(nn.Module):
         return loss
 
     def extra_repr(self) -> str:
-        return f"top_k={self.top_k}"
+        return f"top_k={self.top_k}, backprop={self.backprop!r}"
 
 
 def _posteriors(inputs: LossInputs, name: str) -> torch.Tensor:
@@ -622,7 +640,7 @@ class GroupViTPretrainingLoss(nn.Module):
         hidden_size: int = 0,
         projection_dim: int = 0,
     ) -> GroupViTPretrainingLoss:
-        """The run configuration's objective: ITC, the multi-label term when prompts are drawn, the diversity term.
+        """The run configuration's objective: the terms of `arguments` whose weight is above 0.
 
         Args:
             arguments: The run's `loss:` block.
@@ -630,7 +648,8 @@ class GroupViTPretrainingLoss(nn.Module):
             pad_token_id: See the class.
         """
         loss = cls(pad_token_id)
-        loss.add_term("itc", ImageTextContrastiveTerm(), 1.0)
+        if arguments.itc_weight > 0:
+            loss.add_term("itc", ImageTextContrastiveTerm(), arguments.itc_weight)
         if arguments.multi_label_weight > 0 and num_prompt_nouns > 0:
             term = MultiLabelContrastiveTerm(
                 arguments.multi_label_target,
@@ -644,7 +663,11 @@ class GroupViTPretrainingLoss(nn.Module):
             if hidden_size < 1 or projection_dim < 1:
                 raise ValueError("the dense_noun term needs the model's hidden_size and projection_dim")
             term = DenseNounTerm(
-                hidden_size, projection_dim, arguments.dense_noun_top_k, arguments.dense_noun_logit_scale_init
+                hidden_size,
+                projection_dim,
+                arguments.dense_noun_top_k,
+                arguments.dense_noun_logit_scale_init,
+                arguments.dense_noun_backprop,
             )
             loss.add_term("dense_noun", term, arguments.dense_noun_weight)
         for name, weight, term_class in (

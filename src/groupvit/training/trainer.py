@@ -119,7 +119,13 @@ def build_train_stream(config: TrainingConfig, processor: GroupViTProcessor) -> 
         from groupvit.data.synthetic import make_split
 
         split = make_split(
-            data.synthetic_preset, "train", data.synthetic_num_samples, data.synthetic_image_size, data.synthetic_seed
+            data.synthetic_preset,
+            "train",
+            data.synthetic_num_samples,
+            data.synthetic_image_size,
+            data.synthetic_seed,
+            recolor=data.synthetic_recolor,  # type: ignore[arg-type]
+            recolor_share=data.synthetic_recolor_share,
         )
         source = synthetic_source(split)
     elif data.source == "webdataset":
