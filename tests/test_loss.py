@@ -481,13 +481,8 @@ def test_group_purity_loss_matches_hand_computation():
     assert probs.grad is None
 
 
-def test_dense_noun_terms_need_their_teacher_and_the_patch_tokens():
-    with pytest.raises(ValueError, match="group_distill_weight=1.0 needs loss.dense_noun_weight > 0"):
-        GroupViTPretrainingLoss.from_arguments(LossArguments(group_distill_weight=1.0), 2, 0, 16, 8)
-    loss = GroupViTPretrainingLoss.from_arguments(
-        LossArguments(dense_noun_weight=1.0, group_distill_weight=1.0, group_purity_weight=1.0), 2, 0, 16, 8
-    )
-    assert list(loss.terms) == ["itc", "multi_label", "dense_noun", "group_distill", "group_purity"]
+def _noun_batch(second_caption_nouns: list[int]) -> tuple[groupvit.GroupViTModel, dict[str, torch.Tensor]]:
+    """A tiny model and a two-image batch with one noun prompt each (nouns 3 and 4)."""
     config = tiny_config()
     model = groupvit.GroupViTModel(config)
     batch = {
@@ -495,8 +490,20 @@ def test_dense_noun_terms_need_their_teacher_and_the_patch_tokens():
         "input_ids": torch.tensor([[49406, 320, 49407], [49406, 321, 49407]]),
         "prompt_input_ids": torch.tensor([[[49406, 320, 49407]], [[49406, 321, 49407]]]),
         "prompt_noun_ids": torch.tensor([[3], [4]]),
-        "caption_noun_ids": torch.tensor([[3, -1], [4, 5]]),
+        "caption_noun_ids": torch.tensor([[3, -1], second_caption_nouns]),
     }
+    return model, batch
+
+
+def test_dense_noun_terms_need_their_teacher_and_the_patch_tokens():
+    with pytest.raises(ValueError, match="group_distill_weight=1.0 needs loss.dense_noun_weight > 0"):
+        GroupViTPretrainingLoss.from_arguments(LossArguments(group_distill_weight=1.0), 2, 0, 16, 8)
+    loss = GroupViTPretrainingLoss.from_arguments(
+        LossArguments(dense_noun_weight=1.0, group_distill_weight=1.0, group_purity_weight=1.0), 2, 0, 16, 8
+    )
+    assert list(loss.terms) == ["itc", "multi_label", "dense_noun", "group_distill", "group_purity"]
+    model, batch = _noun_batch([4, 5])
+    config = model.config
     loss = GroupViTPretrainingLoss.from_arguments(
         LossArguments(dense_noun_weight=1.0, group_distill_weight=1.0),
         1,
@@ -524,15 +531,8 @@ def test_dense_noun_terms_need_their_teacher_and_the_patch_tokens():
 @pytest.mark.parametrize(("backprop", "image", "text"), [("head", False, False), ("image", True, False),
                                                          ("image_text", True, True)])  # fmt: skip
 def test_dense_noun_backprop_trains_the_towers_it_names(backprop, image, text):
-    config = tiny_config()
-    model = groupvit.GroupViTModel(config)
-    batch = {
-        "pixel_values": torch.randn(2, 3, config.vision_config.image_size, config.vision_config.image_size),
-        "input_ids": torch.tensor([[49406, 320, 49407], [49406, 321, 49407]]),
-        "prompt_input_ids": torch.tensor([[[49406, 320, 49407]], [[49406, 321, 49407]]]),
-        "prompt_noun_ids": torch.tensor([[3], [4]]),
-        "caption_noun_ids": torch.tensor([[3, -1], [4, -1]]),
-    }
+    model, batch = _noun_batch([4, -1])
+    config = model.config
     arguments = LossArguments(
         itc_weight=0.0, multi_label_weight=0.0, dense_noun_weight=2.0, dense_noun_backprop=backprop
     )

@@ -239,8 +239,12 @@ def test_one_process_run_trains_and_saves_a_loadable_model(tmp_path):
 
 
 @pytest.mark.slow
-def test_two_cpu_processes_train(tmp_path):
-    """`torchrun --nproc_per_node 2` on CPU: gloo, the loss gathered across both processes."""
+@pytest.mark.parametrize("objective", ["paper", "dense_noun_alone"])
+def test_two_cpu_processes_train(tmp_path, objective):
+    """`torchrun --nproc_per_node 2` on CPU: gloo, the loss gathered across both processes.
+
+    `dense_noun_alone` (the demo's shape/ stage 0) leaves weights without gradient, which DDP must be told about.
+    """
     args = _args(
         tmp_path,
         "--max_steps",
@@ -252,6 +256,10 @@ def test_two_cpu_processes_train(tmp_path):
         "--checkpointing_steps",
         "30",
     )
+    if objective == "dense_noun_alone":
+        loss = {"itc_weight": 0.0, "multi_label_weight": 0.0, "dense_noun_weight": 1.0}
+        args += [arg for key, value in loss.items() for arg in ("--set", f"loss.{key}={value}")]
+        args += ["--set", "loss.dense_noun_backprop=image_text"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     # --standalone: rendezvous on a free port (a fixed port collides with a concurrent or orphaned run and can hang);
     # --ddp_timeout: a stuck collective fails with a gloo timeout instead of waiting 30 minutes

@@ -463,7 +463,12 @@ def _average_gradients(accelerator: Any, loss_fn: torch.nn.Module) -> None:
 def _make_accelerator(config: TrainingConfig, trackers: list[str]) -> Any:
     """The run's `Accelerator`. Precedence: flag > run file > launcher environment > default (see `TrainingConfig`)."""
     from accelerate import Accelerator
-    from accelerate.utils import GradientAccumulationPlugin, InitProcessGroupKwargs, ProjectConfiguration
+    from accelerate.utils import (
+        DistributedDataParallelKwargs,
+        GradientAccumulationPlugin,
+        InitProcessGroupKwargs,
+        ProjectConfiguration,
+    )
 
     # Accelerate only sets up multi-process CPU (gloo) training when asked for the CPU explicitly; do that for a
     # multi-process launch on a machine without CUDA, so `torchrun`/`accelerate launch --multi_gpu` work there too
@@ -481,7 +486,12 @@ def _make_accelerator(config: TrainingConfig, trackers: list[str]) -> Any:
         log_with=trackers or None,
         project_config=ProjectConfiguration(project_dir=config.output_dir, logging_dir=f"{config.output_dir}/logs"),
         # a process that dies or stalls makes the others fail after this long instead of waiting for ever
-        kwargs_handlers=[InitProcessGroupKwargs(timeout=datetime.timedelta(seconds=config.ddp_timeout))],
+        kwargs_handlers=[
+            InitProcessGroupKwargs(timeout=datetime.timedelta(seconds=config.ddp_timeout)),
+            # without the image-text term some weights get no gradient (the model's temperature always; the later
+            # vision stages on the dense_noun term alone), which DDP refuses unless it looks for them
+            DistributedDataParallelKwargs(find_unused_parameters=config.loss.itc_weight == 0),
+        ],
         **accumulation,
     )
 
