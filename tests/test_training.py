@@ -523,6 +523,14 @@ def test_the_shape_first_variant_is_the_shipped_recipe_with_its_overlay():
         shipped = load_training_config(str(folder / name))
         shape = load_training_config(str(folder / "shape" / name))
         validate_config(shape)
+        if name == "run_stage4.yaml":  # after a second region stage: stage 3 again, 1000 steps, distillation 3
+            stage3b = load_training_config(str(folder / "shape" / "run_stage3b.yaml"))
+            validate_config(stage3b)
+            assert stage3b.init_from == previous and stage3b.max_steps == 1000
+            stage3 = load_training_config(str(folder / "shape" / "run_stage3.yaml"))
+            assert stage3b.loss == dataclasses.replace(stage3.loss, group_distill_weight=3.0)
+            previous = stage3b.output_dir
+            shipped = dataclasses.replace(shipped, loss=dataclasses.replace(shipped.loss, group_distill_weight=3.0))
         assert shape.init_from == previous, name  # each stage starts from the one before, stage 1 from stage 0
         previous = shape.output_dir
         loss = dataclasses.replace(shipped.loss, dense_noun_weight=1.0, dense_noun_backprop="image")
