@@ -19,6 +19,11 @@ from typing import Any, Literal
 from groupvit.configuration_groupvit import available_presets
 from groupvit.data.nouns import get_noun_extractor, get_templates
 
+# Choices of loss options, shared with the loss terms (`groupvit.training.losses`) that take them.
+MultiLabelTarget = Literal["instance", "semantic"]
+GroupPooling = Literal["mean", "max"]
+DenseNounBackprop = Literal["head", "image", "image_text"]
+
 REFERENCE_BATCH_SIZE = 4096
 
 
@@ -141,14 +146,14 @@ class LossArguments:
 
     itc_weight: float = 1.0
     multi_label_weight: float = 1.0
-    multi_label_target: Literal["instance", "semantic"] = "instance"
-    multi_label_group_pooling: Literal["mean", "max"] = "mean"
+    multi_label_target: MultiLabelTarget = "instance"
+    multi_label_group_pooling: GroupPooling = "mean"
     multi_label_logit_scale_init: float = 2.6592
     group_diversity_weight: float = 0.0
     dense_noun_weight: float = 0.0
     dense_noun_top_k: int = 3
     dense_noun_logit_scale_init: float = 2.6592
-    dense_noun_backprop: Literal["head", "image", "image_text"] = "head"
+    dense_noun_backprop: DenseNounBackprop = "head"
     group_distill_weight: float = 0.0
     group_purity_weight: float = 0.0
 

@@ -27,19 +27,18 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, get_args
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from groupvit import modeling_groupvit as modeling
+from groupvit.training.config import DenseNounBackprop, GroupPooling, MultiLabelTarget
 
 if TYPE_CHECKING:
     from groupvit.modeling_groupvit import GroupViTModel, GroupViTModelOutput
     from groupvit.training.config import LossArguments
-
-MultiLabelTarget = Literal["instance", "semantic"]
 
 DEFAULT_MAX_LOGIT_SCALE = 100.0
 
@@ -456,7 +455,7 @@ class MultiLabelContrastiveTerm(nn.Module):
     needs_groupings = False
     needs_prompts = True
 
-    def __init__(self, target: MultiLabelTarget, group_pooling: Literal["mean", "max"], init_logit_scale: float):
+    def __init__(self, target: MultiLabelTarget, group_pooling: GroupPooling, init_logit_scale: float):
         super().__init__()
         self.target = target
         self.group_pooling = group_pooling
@@ -512,11 +511,11 @@ class DenseNounTerm(nn.Module):
         projection_dim: int,
         top_k: int,
         init_logit_scale: float,
-        backprop: Literal["head", "image", "image_text"] = "head",
+        backprop: DenseNounBackprop = "head",
     ) -> None:
         super().__init__()
-        if backprop not in ("head", "image", "image_text"):
-            raise ValueError(f"backprop must be 'head', 'image' or 'image_text', got {backprop!r}")
+        if backprop not in get_args(DenseNounBackprop):
+            raise ValueError(f"backprop must be one of {get_args(DenseNounBackprop)}, got {backprop!r}")
         self.top_k = top_k
         self.backprop = backprop
         self.patch_head = nn.Sequential(
