@@ -1,10 +1,10 @@
 """Turn a finished demo training run into the package's shipped demo model.
 
-    python scripts/pretrain.py --config src/groupvit/resources/demo/run.yaml --output_dir runs/demo
-    python scripts/pretrain.py --config src/groupvit/resources/demo/run_stage2.yaml --output_dir runs/demo-stage2
-    python scripts/pretrain.py --config src/groupvit/resources/demo/run_stage3.yaml --output_dir runs/demo-stage3
-    python scripts/pretrain.py --config src/groupvit/resources/demo/run_stage4.yaml --output_dir runs/demo-stage4
-    python scripts/finalize_demo_model.py --run runs/demo-stage4
+    python scripts/pretrain.py --config src/groupvit/resources/demo/shape/run_stage0.yaml
+    python scripts/pretrain.py --config src/groupvit/resources/demo/shape/run.yaml
+    python scripts/pretrain.py --config src/groupvit/resources/demo/shape/run_stage2.yaml
+    python scripts/pretrain.py --config src/groupvit/resources/demo/shape/run_stage3.yaml
+    python scripts/finalize_demo_model.py --run runs/shape-stage3
 
 Copies the weights, config and processor into `src/groupvit/resources/demo/model/`, scores the model on the fixed
 synthetic protocol (`groupvit.evaluation.benchmark.SyntheticBenchmark`: thresholds chosen on validation per scale,
@@ -28,11 +28,9 @@ from groupvit.segmentation import GroupViTSegmenter
 from groupvit.training.trainer import training_lineage
 
 FILES = ("config.json", "model.safetensors", "processor_config.json", "tokenizer.json", "tokenizer_config.json")
-COMMANDS = (
-    "python scripts/pretrain.py --config src/groupvit/resources/demo/run.yaml --output_dir runs/demo",
-    "python scripts/pretrain.py --config src/groupvit/resources/demo/run_stage2.yaml --output_dir runs/demo-stage2",
-    "python scripts/pretrain.py --config src/groupvit/resources/demo/run_stage3.yaml --output_dir runs/demo-stage3",
-    "python scripts/pretrain.py --config src/groupvit/resources/demo/run_stage4.yaml --output_dir runs/demo-stage4",
+COMMANDS = tuple(
+    f"python scripts/pretrain.py --config src/groupvit/resources/demo/shape/{name}.yaml"
+    for name in ("run_stage0", "run", "run_stage2", "run_stage3")
 )
 
 
@@ -43,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--command",
         action="append",
-        help="training command(s) that produced --run, in order (default: the four stages of the demo recipe)",
+        help="training command(s) that produced --run, in order (default: the shape-first demo recipe's four stages)",
     )
     args = parser.parse_args(argv)
     run, output = Path(args.run), Path(args.output)

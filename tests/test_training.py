@@ -512,32 +512,39 @@ def test_demo_recipe_stages_chain():
 
 def test_the_shape_first_variant_is_the_shipped_recipe_with_its_overlay():
     folder = ROOT / "src" / "groupvit" / "resources" / "demo"
-    names = ("run.yaml", "run_stage2.yaml", "run_stage3.yaml", "run_stage4.yaml")
     stage0 = load_training_config(str(folder / "shape" / "run_stage0.yaml"))
     validate_config(stage0)
     assert stage0.init_from is None and stage0.output_dir == "runs/shape-stage0"
     assert (stage0.loss.itc_weight, stage0.loss.multi_label_weight, stage0.loss.group_diversity_weight) == (0, 0, 0)
     assert (stage0.loss.dense_noun_weight, stage0.loss.dense_noun_backprop) == (1.0, "image_text")
+    assert sorted(path.name for path in (folder / "shape").glob("run*.yaml")) == [
+        "run.yaml",
+        "run_stage0.yaml",
+        "run_stage2.yaml",
+        "run_stage3.yaml",
+    ]
+    # stage 1 is the shipped stage 1; the region stage is the shipped stage 3's objective, straight from stage 1,
+    # 4500 steps at distillation 3; the last stage is the shipped 2x stage at that distillation, 200 steps
     previous = stage0.output_dir
-    for name in names:
-        shipped = load_training_config(str(folder / name))
+    for name, shipped_name, changes in (
+        ("run.yaml", "run.yaml", {}),
+        ("run_stage2.yaml", "run_stage3.yaml", {"max_steps": 4500, "group_distill_weight": 3.0}),
+        ("run_stage3.yaml", "run_stage4.yaml", {"max_steps": 200, "group_distill_weight": 3.0}),
+    ):
+        shipped = load_training_config(str(folder / shipped_name))
         shape = load_training_config(str(folder / "shape" / name))
         validate_config(shape)
-        if name == "run_stage4.yaml":  # after a second region stage: stage 3 again, 1000 steps, distillation 3
-            stage3b = load_training_config(str(folder / "shape" / "run_stage3b.yaml"))
-            validate_config(stage3b)
-            assert stage3b.init_from == previous and stage3b.max_steps == 1000
-            stage3 = load_training_config(str(folder / "shape" / "run_stage3.yaml"))
-            assert stage3b.loss == dataclasses.replace(stage3.loss, group_distill_weight=3.0)
-            previous = stage3b.output_dir
-            shipped = dataclasses.replace(shipped, loss=dataclasses.replace(shipped.loss, group_distill_weight=3.0))
         assert shape.init_from == previous, name  # each stage starts from the one before, stage 1 from stage 0
         previous = shape.output_dir
-        loss = dataclasses.replace(shipped.loss, dense_noun_weight=1.0, dense_noun_backprop="image")
+        distill = changes.get("group_distill_weight", shipped.loss.group_distill_weight)
+        loss = dataclasses.replace(
+            shipped.loss, dense_noun_weight=1.0, dense_noun_backprop="image", group_distill_weight=distill
+        )
         data = dataclasses.replace(shipped.data, synthetic_recolor="jitter", synthetic_recolor_share=0.5)
         assert (shape.loss, shape.data) == (loss, data), name
-        assert dataclasses.replace(shape, loss=loss, data=data, output_dir="", init_from=None) == dataclasses.replace(
-            shipped, loss=loss, data=data, output_dir="", init_from=None
+        steps = changes.get("max_steps", shipped.max_steps)
+        assert dataclasses.replace(shape, output_dir="", init_from=None) == dataclasses.replace(
+            shipped, loss=loss, data=data, max_steps=steps, output_dir="", init_from=None
         ), name
     stage1 = load_training_config(str(folder / "shape" / "run.yaml"))
     assert stage0.data == stage1.data  # the same half of the images recoloured from the start
